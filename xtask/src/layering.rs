@@ -25,6 +25,7 @@ const TRANSITIVE_BANS: &[(&str, &[&str])] = &[
     ),
     ("flowrunner-store", &["actix-web", "actix-ws", "flowrunner-runtime", "flowrunner-auth", "flowrunner-api"]),
     ("flowrunner-auth", &["actix-web", "actix-ws", "flowrunner-runtime", "flowrunner-api"]),
+    ("flowrunner-engine", &["actix-web", "actix-ws", "flowrunner-api", "flowrunner-auth"]),
 ];
 
 /// Direct dependencies reserved to one crate: only the owner may name them in its manifest.

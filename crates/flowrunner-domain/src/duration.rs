@@ -58,7 +58,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, factor) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms != 0 && ms % factor == 0 {
+        if ms != 0 && ms.is_multiple_of(factor) {
             return format!("{}{unit}", ms / factor);
         }
     }

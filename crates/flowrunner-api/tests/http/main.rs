@@ -1,0 +1,12 @@
+//! Integration tests over real HTTP: the server on 127.0.0.1:0, a fresh database per test.
+
+mod common;
+
+mod accounts;
+mod auth;
+mod errors;
+mod flows;
+mod matrix;
+mod postgres;
+mod restart;
+mod secrets;

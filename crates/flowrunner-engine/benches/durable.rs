@@ -1,0 +1,2 @@
+//! Durable execution benchmark (filled in below).
+fn main() {}

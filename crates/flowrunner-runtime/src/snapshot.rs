@@ -1,0 +1,83 @@
+//! The resumable state of an execution between two nodes.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use flowrunner_domain::ExecutionId;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Current [`Snapshot::format`] version.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// Everything needed to continue an execution in another process.
+///
+/// Given to the [`crate::Journal`] with the `started` event, after every node completion (and
+/// error edge taken) and at node checkpoints. Start a new run from it with
+/// [`crate::ExecutionRequest::resume`]. Contains no secret values: only the keys read
+/// ([`Snapshot::secret_keys`]), whose values are read again from the provider on resume; every
+/// recorded value (outputs, input, error) is redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Format version ([`SNAPSHOT_FORMAT`]).
+    pub format: u32,
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// `metadata.name` of the flow.
+    pub flow_name: String,
+    /// `metadata.version` of the flow.
+    pub flow_version: String,
+    /// When the execution first started.
+    pub started_at: DateTime<Utc>,
+    /// The validated input.
+    pub input: Value,
+    /// Outputs of completed nodes by node id (the latest run of each node), in the order the
+    /// nodes first completed.
+    pub outputs: IndexMap<String, Value>,
+    /// The last node that completed (its output is the result when the flow has no `output`).
+    pub last_node: Option<String>,
+    /// Node runs made so far (checked against `max_steps`).
+    pub steps: u32,
+    /// The node to run next; `None` when the execution is about to finish.
+    pub next_node: Option<String>,
+    /// The `error` template variable (`{message, node, node_type}`) when an error edge was taken.
+    pub error: Option<Value>,
+    /// The `seq` of the next event.
+    pub next_seq: u64,
+    /// Keys of the secrets read so far.
+    pub secret_keys: BTreeSet<String>,
+    /// The running node's durable checkpoint, if it recorded one.
+    pub in_flight: Option<InFlight>,
+}
+
+impl Snapshot {
+    /// Redacts every secret value read so far (some may have been read after a value was
+    /// recorded).
+    pub(crate) fn redact(&mut self, secrets: &crate::secrets::SecretTracker) {
+        if !secrets.is_active() {
+            return;
+        }
+        secrets.redact_value(&mut self.input);
+        self.outputs
+            .values_mut()
+            .for_each(|output| secrets.redact_value(output));
+        if let Some(error) = &mut self.error {
+            secrets.redact_value(error);
+        }
+        if let Some(in_flight) = &mut self.in_flight {
+            secrets.redact_value(&mut in_flight.state);
+        }
+    }
+}
+
+/// A checkpoint recorded by the node that was running when the snapshot was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The node (equal to [`Snapshot::next_node`]).
+    pub node_id: String,
+    /// The attempt that recorded it.
+    pub attempt: u32,
+    /// The node's state (see [`crate::NodeContext::checkpoint`]).
+    pub state: Value,
+}

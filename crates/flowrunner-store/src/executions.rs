@@ -1,0 +1,508 @@
+//! Executions and their journal (`execution_events`). A first, deliberately small API: create
+//! (idempotent), read, list, update with a guard against changing a finished execution, leases,
+//! and batched journal appends. Executions reference flows, revisions and accounts by id only,
+//! so they stay readable after those are deleted.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use flowrunner_domain::{AccountId, ExecutionId, ExecutionStatus, FlowId, LogLevel, RevisionId};
+
+use crate::conn::{DbConn, on_backend, write_transaction};
+use crate::error::{Error, Result};
+use crate::models::{
+    EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord, ExecutionUpdate, NewExecution,
+    Scope,
+};
+use crate::schema::{execution_events, executions};
+use crate::store::{BlockingStore, Store};
+use crate::time;
+
+/// Statuses after which an execution never changes again.
+const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = executions)]
+struct ExecutionRow {
+    id: String,
+    flow_id: String,
+    revision_id: String,
+    account_id: String,
+    status: String,
+    input: String,
+    result: Option<String>,
+    error: Option<String>,
+    error_node: Option<String>,
+    snapshot: Option<String>,
+    idempotency_key: Option<String>,
+    owner: Option<String>,
+    lease_until: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+    started_at: Option<NaiveDateTime>,
+    completed_at: Option<NaiveDateTime>,
+}
+
+fn parse_json(what: &str, id: &str, text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("{what} of execution {id}: {e}")))
+}
+
+fn to_json(value: &serde_json::Value) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Corrupt(format!("json: {e}")))
+}
+
+impl TryFrom<ExecutionRow> for ExecutionRecord {
+    type Error = Error;
+
+    fn try_from(row: ExecutionRow) -> Result<Self> {
+        let status = row
+            .status
+            .parse::<ExecutionStatus>()
+            .map_err(|e| Error::Corrupt(format!("execution {}: {e}", row.id)))?;
+        let input = parse_json("input", &row.id, &row.input)?;
+        let result = row
+            .result
+            .as_deref()
+            .map(|t| parse_json("result", &row.id, t))
+            .transpose()?;
+        let snapshot = row
+            .snapshot
+            .as_deref()
+            .map(|t| parse_json("snapshot", &row.id, t))
+            .transpose()?;
+        Ok(ExecutionRecord {
+            id: ExecutionId::from_trusted(row.id),
+            flow_id: FlowId::from_trusted(row.flow_id),
+            revision_id: RevisionId::from_trusted(row.revision_id),
+            account_id: AccountId::from_trusted(row.account_id),
+            status,
+            input,
+            result,
+            error: row.error,
+            error_node: row.error_node,
+            snapshot,
+            idempotency_key: row.idempotency_key,
+            owner: row.owner,
+            lease_until: row.lease_until.map(time::from_db),
+            created_at: time::from_db(row.created_at),
+            started_at: row.started_at.map(time::from_db),
+            completed_at: row.completed_at.map(time::from_db),
+        })
+    }
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = executions)]
+struct ExecutionChangeset {
+    status: Option<String>,
+    result: Option<String>,
+    error: Option<String>,
+    error_node: Option<String>,
+    snapshot: Option<String>,
+    owner: Option<Option<String>>,
+    lease_until: Option<Option<NaiveDateTime>>,
+    started_at: Option<NaiveDateTime>,
+    completed_at: Option<NaiveDateTime>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = execution_events)]
+struct EventRow {
+    execution_id: String,
+    seq: i64,
+    kind: String,
+    node_id: Option<String>,
+    node_type: Option<String>,
+    level: Option<String>,
+    message: Option<String>,
+    data: Option<String>,
+    created_at: NaiveDateTime,
+}
+
+impl TryFrom<EventRow> for ExecutionEvent {
+    type Error = Error;
+
+    fn try_from(row: EventRow) -> Result<Self> {
+        let level = row
+            .level
+            .as_deref()
+            .map(str::parse::<LogLevel>)
+            .transpose()
+            .map_err(|e| {
+                Error::Corrupt(format!("event {} of {}: {e}", row.seq, row.execution_id))
+            })?;
+        let data = row
+            .data
+            .as_deref()
+            .map(|t| parse_json("event data", &row.execution_id, t))
+            .transpose()?;
+        Ok(ExecutionEvent {
+            execution_id: ExecutionId::from_trusted(row.execution_id),
+            seq: row.seq,
+            kind: row.kind,
+            node_id: row.node_id,
+            node_type: row.node_type,
+            level,
+            message: row.message,
+            data,
+            created_at: time::from_db(row.created_at),
+        })
+    }
+}
+
+fn load(conn: &mut DbConn, id: &str) -> Result<Option<ExecutionRecord>> {
+    executions::table
+        .find(id)
+        .select(ExecutionRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(ExecutionRecord::try_from)
+        .transpose()
+}
+
+impl BlockingStore {
+    /// Creates a queued execution. With an idempotency key already used by the same account
+    /// for the same flow, returns that execution instead; the flag says whether it was created.
+    pub fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
+        let id = ExecutionId::generate();
+        let now = time::now();
+        let input = to_json(&new.input)?;
+        let row = (
+            executions::id.eq(id.as_str()),
+            executions::flow_id.eq(new.flow_id.as_str()),
+            executions::revision_id.eq(new.revision_id.as_str()),
+            executions::account_id.eq(new.account_id.as_str()),
+            executions::status.eq(ExecutionStatus::Queued.as_str()),
+            executions::input.eq(&input),
+            executions::idempotency_key.eq(new.idempotency_key.as_deref()),
+            executions::created_at.eq(time::to_db(now)),
+        );
+        let mut conn = self.conn()?;
+        let inserted = on_backend!(&mut *conn, |c| diesel::insert_into(executions::table)
+            .values(row)
+            .on_conflict_do_nothing()
+            .execute(c))?;
+        if inserted > 0 {
+            let record = ExecutionRecord {
+                id,
+                flow_id: new.flow_id,
+                revision_id: new.revision_id,
+                account_id: new.account_id,
+                status: ExecutionStatus::Queued,
+                input: new.input,
+                result: None,
+                error: None,
+                error_node: None,
+                snapshot: None,
+                idempotency_key: new.idempotency_key,
+                owner: None,
+                lease_until: None,
+                created_at: now,
+                started_at: None,
+                completed_at: None,
+            };
+            return Ok((record, true));
+        }
+        let Some(key) = new.idempotency_key.as_deref() else {
+            return Err(Error::Conflict("execution id already exists".into()));
+        };
+        let existing = executions::table
+            .filter(executions::account_id.eq(new.account_id.as_str()))
+            .filter(executions::flow_id.eq(new.flow_id.as_str()))
+            .filter(executions::idempotency_key.eq(key))
+            .select(ExecutionRow::as_select())
+            .first(&mut *conn)?;
+        Ok((ExecutionRecord::try_from(existing)?, false))
+    }
+
+    /// The execution, if it exists and is visible in `scope` (its starting account).
+    pub fn get_execution(&self, id: &ExecutionId, scope: Scope) -> Result<Option<ExecutionRecord>> {
+        let record = load(&mut *self.conn()?, id.as_str())?;
+        Ok(record.filter(|r| scope.owner().is_none_or(|owner| *owner == r.account_id)))
+    }
+
+    /// One page of executions visible in `scope`, newest first, and the total matching.
+    pub fn list_executions(
+        &self,
+        scope: Scope,
+        filter: ExecutionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ExecutionRecord>, i64)> {
+        let mut conn = self.conn()?;
+        macro_rules! filtered {
+            ($query:expr) => {{
+                let mut query = $query;
+                if let Some(owner) = scope.owner() {
+                    query = query.filter(executions::account_id.eq(owner.as_str().to_string()));
+                }
+                if let Some(flow) = &filter.flow_id {
+                    query = query.filter(executions::flow_id.eq(flow.as_str().to_string()));
+                }
+                if let Some(status) = filter.status {
+                    query = query.filter(executions::status.eq(status.as_str()));
+                }
+                query
+            }};
+        }
+        let rows = filtered!(
+            executions::table
+                .select(ExecutionRow::as_select())
+                .order((executions::created_at.desc(), executions::id.desc()))
+                .limit(limit.max(0))
+                .offset(offset.max(0))
+                .into_boxed()
+        )
+        .load(&mut *conn)?;
+        let total: i64 =
+            filtered!(executions::table.count().into_boxed()).get_result(&mut *conn)?;
+        let records = rows
+            .into_iter()
+            .map(ExecutionRecord::try_from)
+            .collect::<Result<_>>()?;
+        Ok((records, total))
+    }
+
+    /// Changes an unfinished execution; `Ok(None)` if it does not exist, [`Error::Conflict`] if
+    /// it already reached a terminal status (so it can never be completed twice). A terminal
+    /// status also sets `completed_at` (now, unless given) and releases the lease.
+    pub fn update_execution(
+        &self,
+        id: &ExecutionId,
+        update: ExecutionUpdate,
+    ) -> Result<Option<ExecutionRecord>> {
+        let terminal = update.status.is_some_and(ExecutionStatus::is_terminal);
+        let completed_at = match (update.completed_at, terminal) {
+            (Some(at), _) => Some(time::to_db(at)),
+            (None, true) => Some(time::to_db(time::now())),
+            (None, false) => None,
+        };
+        let changes = ExecutionChangeset {
+            status: update.status.map(|s| s.as_str().to_string()),
+            result: update.result.as_ref().map(to_json).transpose()?,
+            error: update.error,
+            error_node: update.error_node,
+            snapshot: update.snapshot.as_ref().map(to_json).transpose()?,
+            owner: terminal.then_some(None),
+            lease_until: terminal.then_some(None),
+            started_at: update.started_at.map(time::to_db),
+            completed_at,
+        };
+        let mut conn = self.conn()?;
+        let unfinished = executions::table
+            .filter(executions::id.eq(id.as_str()))
+            .filter(executions::status.ne_all(TERMINAL));
+        let changed = if is_empty(&changes) {
+            // Nothing to set: only report whether it exists and is unfinished.
+            unfinished.count().get_result::<i64>(&mut *conn)? as usize
+        } else {
+            diesel::update(unfinished)
+                .set(changes)
+                .execute(&mut *conn)?
+        };
+        let record = load(&mut conn, id.as_str())?;
+        match record {
+            Some(_) if changed == 0 => Err(Error::Conflict("execution already finished".into())),
+            other => Ok(other),
+        }
+    }
+
+    /// Takes or renews the lease of an unfinished execution for `owner` until `lease_until`.
+    /// Succeeds when the execution has no owner, is already owned by `owner`, or its lease
+    /// expired before `now`; returns whether the lease is now held by `owner`.
+    pub fn claim_execution(
+        &self,
+        id: &ExecutionId,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let n = diesel::update(
+            executions::table
+                .filter(executions::id.eq(id.as_str()))
+                .filter(executions::status.ne_all(TERMINAL))
+                .filter(
+                    executions::owner
+                        .is_null()
+                        .or(executions::owner.eq(owner))
+                        .or(executions::lease_until.lt(time::to_db(now))),
+                ),
+        )
+        .set((
+            executions::owner.eq(owner),
+            executions::lease_until.eq(time::to_db(lease_until)),
+        ))
+        .execute(&mut *self.conn()?)?;
+        Ok(n > 0)
+    }
+
+    /// Appends journal entries (of one or several executions) in one transaction.
+    /// [`Error::Conflict`] if an `(execution_id, seq)` pair already exists; then none is stored.
+    pub fn append_execution_events(&self, events: &[ExecutionEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows = events
+            .iter()
+            .map(|e| {
+                Ok((
+                    execution_events::execution_id.eq(e.execution_id.as_str()),
+                    execution_events::seq.eq(e.seq),
+                    execution_events::kind.eq(e.kind.as_str()),
+                    execution_events::node_id.eq(e.node_id.as_deref()),
+                    execution_events::node_type.eq(e.node_type.as_deref()),
+                    execution_events::level.eq(e.level.map(LogLevel::as_str)),
+                    execution_events::message.eq(e.message.as_deref()),
+                    execution_events::data.eq(e.data.as_ref().map(to_json).transpose()?),
+                    execution_events::created_at.eq(time::to_db(e.created_at)),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut conn = self.conn()?;
+        write_transaction(&mut conn, |conn| {
+            for row in rows {
+                diesel::insert_into(execution_events::table)
+                    .values(row)
+                    .execute(conn)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The highest journal sequence number of an execution, if it has any entry.
+    pub fn last_event_seq(&self, id: &ExecutionId) -> Result<Option<i64>> {
+        Ok(execution_events::table
+            .filter(execution_events::execution_id.eq(id.as_str()))
+            .select(diesel::dsl::max(execution_events::seq))
+            .first::<Option<i64>>(&mut *self.conn()?)?)
+    }
+
+    /// One page of an execution's journal in sequence order, and the total matching.
+    pub fn list_execution_events(
+        &self,
+        id: &ExecutionId,
+        filter: EventFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ExecutionEvent>, i64)> {
+        let mut conn = self.conn()?;
+        macro_rules! filtered {
+            ($query:expr) => {{
+                let mut query =
+                    $query.filter(execution_events::execution_id.eq(id.as_str().to_string()));
+                if let Some(after) = filter.after_seq {
+                    query = query.filter(execution_events::seq.gt(after));
+                }
+                if let Some(kind) = &filter.kind {
+                    query = query.filter(execution_events::kind.eq(kind.clone()));
+                }
+                if let Some(level) = filter.level {
+                    query = query.filter(execution_events::level.eq(level.as_str()));
+                }
+                query
+            }};
+        }
+        let rows = filtered!(
+            execution_events::table
+                .select(EventRow::as_select())
+                .order(execution_events::seq.asc())
+                .limit(limit.max(0))
+                .offset(offset.max(0))
+                .into_boxed()
+        )
+        .load(&mut *conn)?;
+        let total: i64 =
+            filtered!(execution_events::table.count().into_boxed()).get_result(&mut *conn)?;
+        let events = rows
+            .into_iter()
+            .map(ExecutionEvent::try_from)
+            .collect::<Result<_>>()?;
+        Ok((events, total))
+    }
+}
+
+fn is_empty(c: &ExecutionChangeset) -> bool {
+    c.status.is_none()
+        && c.result.is_none()
+        && c.error.is_none()
+        && c.error_node.is_none()
+        && c.snapshot.is_none()
+        && c.owner.is_none()
+        && c.lease_until.is_none()
+        && c.started_at.is_none()
+        && c.completed_at.is_none()
+}
+
+impl Store {
+    /// Creates a queued execution, or finds the one started with the same idempotency key.
+    pub async fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
+        self.run(move |s| s.create_execution(new)).await
+    }
+
+    /// The execution, if it exists and is visible in `scope`.
+    pub async fn get_execution(
+        &self,
+        id: &ExecutionId,
+        scope: Scope,
+    ) -> Result<Option<ExecutionRecord>> {
+        let id = id.clone();
+        self.run(move |s| s.get_execution(&id, scope)).await
+    }
+
+    /// One page of executions visible in `scope`, newest first, and the total matching.
+    pub async fn list_executions(
+        &self,
+        scope: Scope,
+        filter: ExecutionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ExecutionRecord>, i64)> {
+        self.run(move |s| s.list_executions(scope, filter, limit, offset))
+            .await
+    }
+
+    /// Changes an unfinished execution; see [`BlockingStore::update_execution`].
+    pub async fn update_execution(
+        &self,
+        id: &ExecutionId,
+        update: ExecutionUpdate,
+    ) -> Result<Option<ExecutionRecord>> {
+        let id = id.clone();
+        self.run(move |s| s.update_execution(&id, update)).await
+    }
+
+    /// Takes or renews a lease; see [`BlockingStore::claim_execution`].
+    pub async fn claim_execution(
+        &self,
+        id: &ExecutionId,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (id, owner) = (id.clone(), owner.to_string());
+        self.run(move |s| s.claim_execution(&id, &owner, lease_until, now))
+            .await
+    }
+
+    /// Appends journal entries in one transaction; see [`BlockingStore::append_execution_events`].
+    pub async fn append_execution_events(&self, events: Vec<ExecutionEvent>) -> Result<()> {
+        self.run(move |s| s.append_execution_events(&events)).await
+    }
+
+    /// The highest journal sequence number of an execution, if it has any entry.
+    pub async fn last_event_seq(&self, id: &ExecutionId) -> Result<Option<i64>> {
+        let id = id.clone();
+        self.run(move |s| s.last_event_seq(&id)).await
+    }
+
+    /// One page of an execution's journal in sequence order, and the total matching.
+    pub async fn list_execution_events(
+        &self,
+        id: &ExecutionId,
+        filter: EventFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ExecutionEvent>, i64)> {
+        let id = id.clone();
+        self.run(move |s| s.list_execution_events(&id, filter, limit, offset))
+            .await
+    }
+}

@@ -1,0 +1,9 @@
+DROP TABLE execution_events;
+DROP TABLE executions;
+DROP TABLE settings;
+DROP TABLE revoked_tokens;
+DROP TABLE secrets;
+DROP TABLE flow_tags;
+DROP TABLE flow_revisions;
+DROP TABLE flows;
+DROP TABLE accounts;
