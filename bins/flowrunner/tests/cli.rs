@@ -199,3 +199,44 @@ fn ctrl_c_cancels_a_waiting_run_cleanly() {
     assert!(started.elapsed() < Duration::from_secs(30), "cancellation is prompt");
     assert!(rest.iter().any(|l| l.contains("\"cancelled\"")), "{rest:?}");
 }
+
+/// The `# Example input:` JSON written at the top of an example file.
+fn example_input(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("read example");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# Example input:"))
+        .unwrap_or_else(|| panic!("{} documents its example input", path.display()));
+    // The JSON object ends at its closing brace; a remark may follow.
+    let line = line.trim();
+    let mut depth = 0usize;
+    for (i, c) in line.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return line[..=i].to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unterminated example input in {}", path.display())
+}
+
+#[test]
+fn every_offline_example_runs_with_its_documented_input() {
+    for name in ["condition", "delay", "fail", "log", "switch", "transform"] {
+        let path = example(&format!("{name}.yaml"));
+        let input = example_input(&path);
+        let out = run(&["run", path.to_str().expect("utf8"), "--json", "--input", &input]);
+        assert!(out.status.success(), "{name}: {}{}", text(&out.stdout), text(&out.stderr));
+        let last: Value = text(&out.stdout)
+            .lines()
+            .last()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .expect("events");
+        assert_eq!(last["type"], "completed", "{name}: {last}");
+    }
+}

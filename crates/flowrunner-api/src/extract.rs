@@ -33,8 +33,15 @@ impl JsonBody {
     }
 }
 
-/// Parses JSON text into `T` with the error mapping of [`JsonBody::parse`].
+/// Parses a JSON object into `T` with the error mapping of [`JsonBody::parse`]. Every request
+/// body of the API is an object; anything else is 400.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Error::invalid_request("The request body must be a JSON object"),
+            Err(e) => malformed(&e),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => value,

@@ -317,9 +317,14 @@ impl Builder {
                 ..
             }) => match pending_key.take() {
                 None => {
-                    let key = match node.scalar_text() {
-                        Some(k) if !node.is_null() || node.quoted => k,
-                        Some(_) => String::new(),
+                    // Keys keep their text as written (`1.0:` stays "1.0", `true:` is "true").
+                    let key = match node
+                        .raw
+                        .as_deref()
+                        .map(str::to_string)
+                        .or_else(|| node.scalar_text())
+                    {
+                        Some(k) => k,
                         None => {
                             return Err(Diagnostic::error(
                                 codes::YAML_SYNTAX,

@@ -109,7 +109,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let request = ExecutionRequest::new(Arc::clone(&flow), json!({"x": 1}));
             let outcome = tokio.block_on(runtime.run(request));
-            assert!(matches!(outcome, Ok(ExecutionOutcome::Completed { .. })), "{outcome:?}");
+            assert!(
+                matches!(outcome, Ok(ExecutionOutcome::Completed { .. })),
+                "{outcome:?}"
+            );
             black_box(outcome)
         });
     });

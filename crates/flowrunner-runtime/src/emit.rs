@@ -11,11 +11,48 @@ use crate::journal::{Journal, JournalError};
 use crate::secrets::SecretTracker;
 use crate::snapshot::Snapshot;
 
+/// The live channel of one execution, created by its first subscriber (so executions nobody
+/// watches pay nothing for it).
+#[derive(Debug)]
+pub(crate) struct EventHub {
+    capacity: usize,
+    sender: OnceLock<broadcast::Sender<Event>>,
+}
+
+impl EventHub {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            sender: OnceLock::new(),
+        }
+    }
+
+    /// A receiver of the events sent from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender
+            .get_or_init(|| broadcast::channel(self.capacity).0)
+            .subscribe()
+    }
+
+    fn receiver_count(&self) -> usize {
+        self.sender
+            .get()
+            .map_or(0, broadcast::Sender::receiver_count)
+    }
+
+    fn send(&self, event: Event) {
+        if let Some(sender) = self.sender.get() {
+            // No live subscriber is not an error.
+            let _no_receivers = sender.send(event);
+        }
+    }
+}
+
 /// Emits the events of one execution, one at a time, in `seq` order.
 pub(crate) struct Emitter {
     execution_id: ExecutionId,
     journal: Option<Arc<dyn Journal>>,
-    sender: broadcast::Sender<Event>,
+    hub: Arc<EventHub>,
     secrets: Arc<SecretTracker>,
     next_seq: Mutex<u64>,
     interrupted: OnceLock<String>,
@@ -38,14 +75,14 @@ impl Emitter {
     pub(crate) fn new(
         execution_id: ExecutionId,
         journal: Option<Arc<dyn Journal>>,
-        sender: broadcast::Sender<Event>,
+        hub: Arc<EventHub>,
         secrets: Arc<SecretTracker>,
         next_seq: u64,
     ) -> Self {
         Self {
             execution_id,
             journal,
-            sender,
+            hub,
             secrets,
             next_seq: Mutex::new(next_seq),
             interrupted: OnceLock::new(),
@@ -89,9 +126,13 @@ impl Emitter {
         if let Some(stop) = self.interrupted() {
             return Err(stop);
         }
-        let mut next_seq = self.next_seq.lock().await;
+        let unobserved = self.journal.is_none() && self.hub.receiver_count() == 0;
+        let mut next_seq = match self.next_seq.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => self.next_seq.lock().await,
+        };
         let seq = *next_seq;
-        if self.journal.is_none() && self.sender.receiver_count() == 0 {
+        if unobserved {
             // Nobody records or watches: keep numbering, skip building the event.
             *next_seq = seq.saturating_add(1);
             return Ok(None);
@@ -113,8 +154,7 @@ impl Emitter {
         }
         *next_seq = seq.saturating_add(1);
         drop(next_seq);
-        // No live subscriber is not an error.
-        let _no_receivers = self.sender.send(event);
+        self.hub.send(event);
         Ok(built)
     }
 

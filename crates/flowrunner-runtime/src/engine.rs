@@ -332,7 +332,6 @@ impl Engine {
         let max_attempts = node.retry.map_or(1, |r| r.max_attempts.max(1));
         let mut attempt = in_flight.as_ref().map_or(1, |f| f.attempt.max(1));
         let mut resumed_state = in_flight.map(|f| f.state);
-        let run_key = run_key(self.shared.execution_id.as_str(), self.progress.steps);
         let previous = self
             .progress
             .last_node
@@ -363,7 +362,7 @@ impl Engine {
                 attempt,
                 previous: previous.clone(),
                 resumed: resumed_state.take(),
-                run_key,
+                step: self.progress.steps,
                 timeout: node.timeout,
                 base_snapshot: self.last_snapshot.clone(),
             };
@@ -502,7 +501,7 @@ where
 }
 
 /// A key stable across the attempts of one node run and across resumes.
-fn run_key(execution_id: &str, step: u32) -> Uuid {
+pub(crate) fn run_key(execution_id: &str, step: u32) -> Uuid {
     let digest = Sha256::new()
         .chain_update(execution_id.as_bytes())
         .chain_update(step.to_be_bytes())

@@ -2,16 +2,37 @@
 //!
 //! * Async API on tokio; blocking node work (HTTP) runs on the runtime's own bounded thread
 //!   pool ([`RuntimeBuilder::blocking_threads`]), never on tokio's threads.
-//! * Every execution emits typed [`Event`]s with a per-execution `seq`, to an optional
-//!   [`Journal`] (awaited, in order) and to live [`tokio::sync::broadcast`] subscribers.
 //! * Retries with backoff and jitter, per-attempt timeouts, `error` edges, `max_steps`,
-//!   cancellation at any moment, durable delays.
-//! * Resumable: a [`Snapshot`] taken after each node (and at node checkpoints) restarts the
-//!   execution in another process.
-//! * Secrets come from a [`SecretProvider`]; every value read is redacted (`***`) from events,
-//!   results and snapshots (see [`secrets`](crate::SecretProvider) for the exact semantics).
+//!   cancellation at any moment ([`ExecutionHandle::cancel`]), durable delays.
 //! * Embedders add node types with [`NodeType`]; the runtime's [`NodeRegistry`] is the
 //!   [`flowrunner_dsl::NodeCatalog`] flows are validated against ([`Runtime::parse`]).
+//!
+//! # Events and the journal
+//! Every execution emits typed [`Event`]s numbered by `seq` (0, 1, 2… without gaps, continued
+//! across resumes). Each event is first given to the request's [`Journal`], which the engine
+//! awaits, in order, before it continues; then it is broadcast to live subscribers
+//! ([`ExecutionRequest::subscribe`] from the first event, [`ExecutionHandle::subscribe`] from
+//! now on). A failing journal ends the execution as [`ExecutionOutcome::Interrupted`]. Without
+//! journal and subscribers no event is even built.
+//!
+//! # Snapshots and resume
+//! With a journal, a [`Snapshot`] accompanies the `started` event, every `node_completed`
+//! event, a `node_failed` event that takes an `error` edge, and every `node_checkpoint` (e.g.
+//! a `delay` recording its wake-up time). Persist the latest one; after a restart,
+//! [`ExecutionRequest::resume`] continues from it: completed nodes are not run again, `seq`
+//! continues, and an in-flight node gets its checkpoint back
+//! ([`NodeContext::resumed_state`]; a delay sleeps only the remaining time). The node that was
+//! running without a checkpoint runs again from its start (at-least-once).
+//!
+//! # Secrets
+//! `secrets.<key>` reads from the request's [`SecretProvider`]. From the moment a value is
+//! read it is replaced by [`REDACTED`] (`***`) in every JSON string and message the execution
+//! records: events, the [`ExecutionOutcome`], snapshots. A node's output is redacted when it is
+//! recorded, so later nodes see `***` too: a secret value lives only in the rendered params of
+//! the node whose template references it. Snapshots keep the keys read
+//! ([`Snapshot::secret_keys`]), never the values; a resumed execution reads them again from its
+//! provider and redacts them from the start. Events emitted before a value was first read are
+//! not rewritten (e.g. a `started` event whose input happens to contain it).
 //!
 //! ```
 //! use std::sync::Arc;

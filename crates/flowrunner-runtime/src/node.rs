@@ -132,7 +132,7 @@ pub struct NodeContext {
     pub(crate) attempt: u32,
     pub(crate) previous: Option<Arc<Value>>,
     pub(crate) resumed: Option<Value>,
-    pub(crate) run_key: Uuid,
+    pub(crate) step: u32,
     pub(crate) timeout: Option<Duration>,
     pub(crate) base_snapshot: Option<Arc<Snapshot>>,
 }
@@ -189,7 +189,7 @@ impl NodeContext {
     /// A key unique to this node run and identical across its retry attempts and across a
     /// resume (derived from the execution id and the step number): use it for idempotency.
     pub fn run_key(&self) -> Uuid {
-        self.run_key
+        crate::engine::run_key(self.exec.execution_id.as_str(), self.step)
     }
 
     /// The state this node saved with [`checkpoint`](Self::checkpoint) before the process

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builtins;
 use crate::context::{ScopeInit, TemplateScope};
-use crate::emit::Emitter;
+use crate::emit::{Emitter, EventHub};
 use crate::engine::{Engine, ExecutionOutcome, Progress};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -133,7 +133,7 @@ pub struct ExecutionRequest {
     secrets: Option<Arc<dyn SecretProvider>>,
     journal: Option<Arc<dyn Journal>>,
     resume: Option<Snapshot>,
-    events: Option<broadcast::Sender<Event>>,
+    events: Option<Arc<EventHub>>,
 }
 
 impl std::fmt::Debug for ExecutionRequest {
@@ -187,24 +187,20 @@ impl ExecutionRequest {
     }
 
     /// A receiver of every event of this execution from its first one (use
-    /// [`ExecutionHandle::subscribe`] to join later).
+    /// [`ExecutionHandle::subscribe`] to join later). Its channel holds
+    /// [`DEFAULT_EVENT_CAPACITY`] events; a receiver further behind gets `RecvError::Lagged`.
     pub fn subscribe(&mut self) -> broadcast::Receiver<Event> {
-        match &self.events {
-            Some(sender) => sender.subscribe(),
-            None => {
-                let (sender, receiver) = broadcast::channel(DEFAULT_EVENT_CAPACITY);
-                self.events = Some(sender);
-                receiver
-            }
-        }
+        self.events
+            .get_or_insert_with(|| Arc::new(EventHub::new(DEFAULT_EVENT_CAPACITY)))
+            .subscribe()
     }
 }
 
-/// A running execution.
+/// A running execution. Dropping the handle does not stop it (use [`cancel`](Self::cancel)).
 #[derive(Debug)]
 pub struct ExecutionHandle {
     id: ExecutionId,
-    events: broadcast::Sender<Event>,
+    events: Arc<EventHub>,
     cancel: CancellationToken,
     task: JoinHandle<ExecutionOutcome>,
 }
@@ -280,7 +276,7 @@ impl Runtime {
         let secrets = Arc::new(SecretTracker::new(
             secrets.unwrap_or_else(|| Arc::new(NoSecrets)),
         ));
-        let events = events.unwrap_or_else(|| broadcast::channel(self.inner.event_capacity).0);
+        let events = events.unwrap_or_else(|| Arc::new(EventHub::new(self.inner.event_capacity)));
         let cancel = CancellationToken::new();
 
         let resumed = resume.is_some();
@@ -347,7 +343,7 @@ impl Runtime {
         let emitter = Emitter::new(
             execution_id.clone(),
             journal,
-            events.clone(),
+            Arc::clone(&events),
             Arc::clone(&secrets),
             next_seq,
         );

@@ -17,6 +17,9 @@ use serde_json::Value;
 pub const REDACTED: &str = "***";
 
 /// Where an execution's `secrets.<key>` values come from. Implemented by the embedder.
+///
+/// `get` is called on the execution's task while a template renders: it must not block for
+/// long (keep values in memory, e.g. decrypted when the execution is claimed).
 pub trait SecretProvider: Send + Sync {
     /// The value of `key`, or `None` when there is no such secret.
     fn get(&self, key: &str) -> Option<String>;

@@ -768,3 +768,148 @@ fn the_runtime_depends_on_no_server_or_database_crate() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_bodies_status_lists_and_size_limits() {
+    let server = TestServer::start(|req, _| {
+        match req.target.as_str() {
+        "/echo" => Reply::Json(
+            200,
+            json!({"method": req.method, "type": req.header("content-type"), "body": String::from_utf8_lossy(&req.body)})
+                .to_string(),
+        ),
+        "/missing" => Reply::Text(404, "not here".into()),
+        _ => Reply::Text(200, "x".repeat(100)),
+    }
+    });
+    let rt = runtime();
+    let yaml = format!(
+        r#"
+metadata: {{ name: bodies }}
+nodes:
+  post:
+    type: http.request
+    params: {{ method: POST, url: "{base}/echo", json: {{ a: [1, 2] }} }}
+    next: missing
+  missing:
+    type: http.request
+    params: {{ url: "{base}/missing", expected_status: [200, "400-404"] }}
+    next: big
+  big:
+    type: http.request
+    params: {{ url: "{base}/big", max_response_bytes: 10 }}
+    next: {{ error: report }}
+  report:
+    type: transform
+    params:
+      value:
+        post: "{{{{ nodes.post.output.body }}}}"
+        missing: "{{{{ nodes.missing.output.status_code }}}}"
+        text: "{{{{ nodes.missing.output.body }}}}"
+        error: "{{{{ error.message }}}}"
+"#,
+        base = server.base
+    );
+    let outcome = rt
+        .run(ExecutionRequest::new(flow(&rt, &yaml), json!({})))
+        .await
+        .expect("run");
+    let ExecutionOutcome::Completed { result } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        result["post"],
+        json!({"method": "POST", "type": "application/json", "body": r#"{"a":[1,2]}"#})
+    );
+    assert_eq!(result["missing"], 404);
+    assert_eq!(result["text"], "not here");
+    assert!(
+        result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_response_bytes")),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn delays_until_a_past_time_do_not_wait_and_timeouts_bound_delays() {
+    let rt = runtime();
+    let yaml = "metadata: { name: past }\nnodes:\n  pause:\n    type: delay\n    params: { until: \"2000-01-01T00:00:00Z\" }\n";
+    let started = Instant::now();
+    let outcome = rt
+        .run(ExecutionRequest::new(flow(&rt, yaml), json!({})))
+        .await
+        .expect("run");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let ExecutionOutcome::Completed { result } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        result["waited_ms"].as_i64().is_some_and(|ms| ms < 500),
+        "{result}"
+    );
+
+    let yaml = "metadata: { name: bounded }\nnodes:\n  pause:\n    type: delay\n    params: { duration: 10s }\n    timeout: 30ms\n";
+    let outcome = rt
+        .run(ExecutionRequest::new(flow(&rt, yaml), json!({})))
+        .await
+        .expect("run");
+    assert_eq!(
+        outcome,
+        ExecutionOutcome::Failed {
+            error: "node timed out after 30ms".into(),
+            node_id: Some("pause".into())
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_execution_still_redacts_secrets_read_before_the_snapshot() {
+    const SECRET: &str = "pr3l0aded-v4lue";
+    // The server leaks the secret on its own: only redaction can hide it.
+    let server = TestServer::start(|_, _| Reply::Json(200, json!({"leak": SECRET}).to_string()));
+    let rt = runtime();
+    let yaml = format!(
+        r#"
+metadata: {{ name: leaky }}
+nodes:
+  auth:
+    type: transform
+    params: {{ value: "{{{{ secrets.KEY | length }}}}" }}
+    next: fetch
+  fetch:
+    type: http.request
+    params: {{ url: "{}/leak" }}
+"#,
+        server.base
+    );
+    let flow = flow(&rt, &yaml);
+    let secrets = Arc::new(StaticSecrets::new().with("KEY", SECRET));
+    let journal = Arc::new(MemoryJournal::new());
+    rt.run(
+        ExecutionRequest::new(Arc::clone(&flow), json!({}))
+            .secrets(secrets.clone())
+            .journal(Arc::clone(&journal) as Arc<dyn Journal>),
+    )
+    .await
+    .expect("run");
+    let snapshot = journal
+        .entries()
+        .into_iter()
+        .find(|(e, _)| matches!(&e.kind, EventKind::NodeCompleted { node_id, .. } if node_id == "auth"))
+        .and_then(|(_, s)| s)
+        .expect("snapshot after auth");
+    assert_eq!(snapshot.secret_keys.iter().collect::<Vec<_>>(), vec!["KEY"]);
+    let mut request = ExecutionRequest::new(flow, json!({}))
+        .resume(snapshot)
+        .secrets(secrets);
+    let rx = request.subscribe();
+    let outcome = rt.run(request).await.expect("run");
+    let ExecutionOutcome::Completed { result } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(result["body"]["leak"], "***");
+    let events = collect(rx).await;
+    let text = serde_json::to_string(&events).expect("json");
+    assert!(!text.contains(SECRET), "{text}");
+}

@@ -7,25 +7,27 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use flowrunner_domain::{AccountId, ExecutionId, ExecutionStatus, FlowId, LogLevel, RevisionId};
 
-use crate::conn::{DbConn, on_backend, write_transaction};
+use crate::conn::{DbConn, write_transaction};
 use crate::error::{Error, Result};
 use crate::models::{
     EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord, ExecutionUpdate, NewExecution,
     Scope,
 };
-use crate::schema::{execution_events, executions};
+use crate::schema::{execution_events, executions, idempotency_keys};
 use crate::store::{BlockingStore, Store};
 use crate::time;
 
 /// Statuses after which an execution never changes again.
-const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
+pub(crate) const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = executions)]
-struct ExecutionRow {
+pub(crate) struct ExecutionRow {
     id: String,
     flow_id: String,
     revision_id: String,
+    revision: i32,
+    flow_version: String,
     account_id: String,
     status: String,
     input: String,
@@ -45,7 +47,7 @@ fn parse_json(what: &str, id: &str, text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("{what} of execution {id}: {e}")))
 }
 
-fn to_json(value: &serde_json::Value) -> Result<String> {
+pub(crate) fn to_json(value: &serde_json::Value) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Corrupt(format!("json: {e}")))
 }
 
@@ -72,6 +74,8 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
             id: ExecutionId::from_trusted(row.id),
             flow_id: FlowId::from_trusted(row.flow_id),
             revision_id: RevisionId::from_trusted(row.revision_id),
+            revision: row.revision,
+            flow_version: row.flow_version,
             account_id: AccountId::from_trusted(row.account_id),
             status,
             input,
@@ -91,7 +95,7 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
 
 #[derive(AsChangeset)]
 #[diesel(table_name = executions)]
-struct ExecutionChangeset {
+pub(crate) struct ExecutionChangeset {
     status: Option<String>,
     result: Option<String>,
     error: Option<String>,
@@ -148,7 +152,115 @@ impl TryFrom<EventRow> for ExecutionEvent {
     }
 }
 
-fn load(conn: &mut DbConn, id: &str) -> Result<Option<ExecutionRecord>> {
+/// How long an idempotency key keeps returning the execution it started.
+pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// Creates a queued execution inside the caller's write transaction (see
+/// [`BlockingStore::create_execution`]).
+pub(crate) fn create_in(
+    conn: &mut DbConn,
+    new: NewExecution,
+    now: DateTime<Utc>,
+) -> Result<(ExecutionRecord, bool)> {
+    let id = ExecutionId::generate();
+    if let Some(key) = new.idempotency_key.as_deref() {
+        let existing = find_key(conn, &new, key)?;
+        match existing {
+            Some((execution_id, created_at)) if time::from_db(created_at) + IDEMPOTENCY_WINDOW > now => {
+                if let Some(record) = load(conn, &execution_id)? {
+                    return Ok((record, false));
+                }
+                // The execution is gone: the key is free again.
+                repoint_key(conn, &new, key, &id, now)?;
+            }
+            Some(_) => repoint_key(conn, &new, key, &id, now)?,
+            None => {
+                diesel::insert_into(idempotency_keys::table)
+                    .values((
+                        idempotency_keys::account_id.eq(new.account_id.as_str()),
+                        idempotency_keys::flow_id.eq(new.flow_id.as_str()),
+                        idempotency_keys::key.eq(key),
+                        idempotency_keys::execution_id.eq(id.as_str()),
+                        idempotency_keys::created_at.eq(time::to_db(now)),
+                    ))
+                    .execute(conn)?;
+            }
+        }
+    }
+    let input = to_json(&new.input)?;
+    let row = (
+        executions::id.eq(id.as_str()),
+        executions::flow_id.eq(new.flow_id.as_str()),
+        executions::revision_id.eq(new.revision_id.as_str()),
+        executions::revision.eq(new.revision),
+        executions::flow_version.eq(new.flow_version.as_str()),
+        executions::account_id.eq(new.account_id.as_str()),
+        executions::status.eq(ExecutionStatus::Queued.as_str()),
+        executions::input.eq(&input),
+        executions::idempotency_key.eq(new.idempotency_key.as_deref()),
+        executions::owner.eq(new.owner.as_deref()),
+        executions::lease_until.eq(new.lease_until.map(time::to_db)),
+        executions::created_at.eq(time::to_db(now)),
+    );
+    diesel::insert_into(executions::table).values(row).execute(conn)?;
+    let record = ExecutionRecord {
+        id,
+        flow_id: new.flow_id,
+        revision_id: new.revision_id,
+        revision: new.revision,
+        flow_version: new.flow_version,
+        account_id: new.account_id,
+        status: ExecutionStatus::Queued,
+        input: new.input,
+        result: None,
+        error: None,
+        error_node: None,
+        snapshot: None,
+        idempotency_key: new.idempotency_key,
+        owner: new.owner,
+        lease_until: new.lease_until.map(|t| time::from_db(time::to_db(t))),
+        created_at: time::from_db(time::to_db(now)),
+        started_at: None,
+        completed_at: None,
+    };
+    Ok((record, true))
+}
+
+/// The execution a key points to and when the key was (re)used; locks the row on PostgreSQL.
+fn find_key(conn: &mut DbConn, new: &NewExecution, key: &str) -> Result<Option<(String, NaiveDateTime)>> {
+    let query = idempotency_keys::table
+        .filter(idempotency_keys::account_id.eq(new.account_id.as_str()))
+        .filter(idempotency_keys::flow_id.eq(new.flow_id.as_str()))
+        .filter(idempotency_keys::key.eq(key))
+        .select((idempotency_keys::execution_id, idempotency_keys::created_at));
+    Ok(match conn {
+        DbConn::Sqlite(c) => query.first(c).optional()?,
+        DbConn::Postgres(c) => query.for_update().first(c).optional()?,
+    })
+}
+
+fn repoint_key(
+    conn: &mut DbConn,
+    new: &NewExecution,
+    key: &str,
+    id: &ExecutionId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    diesel::update(
+        idempotency_keys::table
+            .filter(idempotency_keys::account_id.eq(new.account_id.as_str()))
+            .filter(idempotency_keys::flow_id.eq(new.flow_id.as_str()))
+            .filter(idempotency_keys::key.eq(key)),
+    )
+    .set((
+        idempotency_keys::execution_id.eq(id.as_str()),
+        idempotency_keys::created_at.eq(time::to_db(now)),
+    ))
+    .execute(conn)?;
+    Ok(())
+}
+
+pub(crate) fn load(conn: &mut DbConn, id: &str) -> Result<Option<ExecutionRecord>> {
     executions::table
         .find(id)
         .select(ExecutionRow::as_select())
@@ -159,58 +271,12 @@ fn load(conn: &mut DbConn, id: &str) -> Result<Option<ExecutionRecord>> {
 }
 
 impl BlockingStore {
-    /// Creates a queued execution. With an idempotency key already used by the same account
-    /// for the same flow, returns that execution instead; the flag says whether it was created.
+    /// Creates a queued execution. With an idempotency key used by the same account for the
+    /// same flow within [`IDEMPOTENCY_WINDOW`](crate::IDEMPOTENCY_WINDOW), returns that
+    /// execution instead; the flag says whether it was created.
     pub fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
-        let id = ExecutionId::generate();
-        let now = time::now();
-        let input = to_json(&new.input)?;
-        let row = (
-            executions::id.eq(id.as_str()),
-            executions::flow_id.eq(new.flow_id.as_str()),
-            executions::revision_id.eq(new.revision_id.as_str()),
-            executions::account_id.eq(new.account_id.as_str()),
-            executions::status.eq(ExecutionStatus::Queued.as_str()),
-            executions::input.eq(&input),
-            executions::idempotency_key.eq(new.idempotency_key.as_deref()),
-            executions::created_at.eq(time::to_db(now)),
-        );
         let mut conn = self.conn()?;
-        let inserted = on_backend!(&mut *conn, |c| diesel::insert_into(executions::table)
-            .values(row)
-            .on_conflict_do_nothing()
-            .execute(c))?;
-        if inserted > 0 {
-            let record = ExecutionRecord {
-                id,
-                flow_id: new.flow_id,
-                revision_id: new.revision_id,
-                account_id: new.account_id,
-                status: ExecutionStatus::Queued,
-                input: new.input,
-                result: None,
-                error: None,
-                error_node: None,
-                snapshot: None,
-                idempotency_key: new.idempotency_key,
-                owner: None,
-                lease_until: None,
-                created_at: now,
-                started_at: None,
-                completed_at: None,
-            };
-            return Ok((record, true));
-        }
-        let Some(key) = new.idempotency_key.as_deref() else {
-            return Err(Error::Conflict("execution id already exists".into()));
-        };
-        let existing = executions::table
-            .filter(executions::account_id.eq(new.account_id.as_str()))
-            .filter(executions::flow_id.eq(new.flow_id.as_str()))
-            .filter(executions::idempotency_key.eq(key))
-            .select(ExecutionRow::as_select())
-            .first(&mut *conn)?;
-        Ok((ExecutionRecord::try_from(existing)?, false))
+        write_transaction(&mut conn, |conn| create_in(conn, new, time::now()))
     }
 
     /// The execution, if it exists and is visible in `scope` (its starting account).
@@ -396,6 +462,17 @@ impl BlockingStore {
                 }
                 if let Some(level) = filter.level {
                     query = query.filter(execution_events::level.eq(level.as_str()));
+                }
+                if let Some(min) = filter.min_level {
+                    let levels: Vec<&'static str> = LogLevel::ALL
+                        .iter()
+                        .filter(|l| **l >= min)
+                        .map(|l| l.as_str())
+                        .collect();
+                    query = query.filter(execution_events::level.eq_any(levels));
+                }
+                if filter.logs_only {
+                    query = query.filter(execution_events::level.is_not_null());
                 }
                 query
             }};

@@ -41,4 +41,5 @@ pub use models::{
     Scope, SecretMeta,
 };
 pub use store::{BlockingStore, Store};
+pub use executions::IDEMPOTENCY_WINDOW;
 pub use writer::DEFAULT_MAX_BATCH;

@@ -175,6 +175,10 @@ pub struct ExecutionRecord {
     pub flow_id: FlowId,
     /// The revision the execution is pinned to.
     pub revision_id: RevisionId,
+    /// The number of that revision (1, 2, …).
+    pub revision: i32,
+    /// The flow's version string in that revision.
+    pub flow_version: String,
     /// The account that started it (and may see it).
     pub account_id: AccountId,
     /// Where it stands.
@@ -210,13 +214,22 @@ pub struct NewExecution {
     pub flow_id: FlowId,
     /// The revision to pin.
     pub revision_id: RevisionId,
-    /// The account starting it.
+    /// The number of that revision.
+    pub revision: i32,
+    /// The flow's version string in that revision.
+    pub flow_version: String,
+    /// The account the execution belongs to.
     pub account_id: AccountId,
     /// The input.
     pub input: serde_json::Value,
-    /// Optional idempotency key: a second request with the same account, flow and key finds
-    /// the first execution instead of creating another.
+    /// Optional idempotency key: a second request with the same account, flow and key within
+    /// [`IDEMPOTENCY_WINDOW`](crate::IDEMPOTENCY_WINDOW) finds the first execution instead of
+    /// creating another; an older key is reused for the new execution.
     pub idempotency_key: Option<String>,
+    /// The worker that will run it (its lease owner from the start), if known.
+    pub owner: Option<String>,
+    /// Until when that worker's lease runs.
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// Changes to an execution; `None` fields are left alone.
@@ -280,4 +293,8 @@ pub struct EventFilter {
     pub kind: Option<String>,
     /// Only events with this level.
     pub level: Option<LogLevel>,
+    /// Only events with a level at or above this one (log lines).
+    pub min_level: Option<LogLevel>,
+    /// Only events that are log lines (`level` set).
+    pub logs_only: bool,
 }

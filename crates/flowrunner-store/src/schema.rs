@@ -76,6 +76,8 @@ diesel::table! {
         id -> Text,
         flow_id -> Text,
         revision_id -> Text,
+        revision -> Integer,
+        flow_version -> Text,
         account_id -> Text,
         status -> Text,
         input -> Text,
@@ -89,6 +91,16 @@ diesel::table! {
         created_at -> Timestamp,
         started_at -> Nullable<Timestamp>,
         completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (account_id, flow_id, key) {
+        account_id -> Text,
+        flow_id -> Text,
+        key -> Text,
+        execution_id -> Text,
+        created_at -> Timestamp,
     }
 }
 
@@ -121,5 +133,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     revoked_tokens,
     settings,
     executions,
+    idempotency_keys,
     execution_events,
 );

@@ -1,4 +1,5 @@
 DROP TABLE execution_events;
+DROP TABLE idempotency_keys;
 DROP TABLE executions;
 DROP TABLE settings;
 DROP TABLE revoked_tokens;

@@ -74,6 +74,8 @@ CREATE TABLE executions (
     id TEXT NOT NULL PRIMARY KEY,
     flow_id TEXT NOT NULL,
     revision_id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    flow_version TEXT NOT NULL,
     account_id TEXT NOT NULL,
     status TEXT NOT NULL,
     input TEXT NOT NULL,
@@ -86,13 +88,24 @@ CREATE TABLE executions (
     lease_until TIMESTAMP,
     created_at TIMESTAMP NOT NULL,
     started_at TIMESTAMP,
-    completed_at TIMESTAMP,
-    UNIQUE (account_id, flow_id, idempotency_key)
+    completed_at TIMESTAMP
 );
 CREATE INDEX executions_flow_idx ON executions (flow_id, created_at);
 CREATE INDEX executions_account_idx ON executions (account_id, created_at);
 CREATE INDEX executions_created_idx ON executions (created_at);
 CREATE INDEX executions_status_idx ON executions (status, lease_until);
+CREATE INDEX executions_owner_idx ON executions (owner, status);
+
+-- The execution an idempotency key started. A key is honoured for 24 hours; an older key is
+-- re-pointed at the new execution (the execution keeps its own copy of the key).
+CREATE TABLE idempotency_keys (
+    account_id TEXT NOT NULL,
+    flow_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (account_id, flow_id, key)
+);
 
 CREATE TABLE execution_events (
     execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
