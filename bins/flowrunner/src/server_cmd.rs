@@ -147,11 +147,17 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `flowrunner migrate`: applies pending database migrations and exits.
 pub async fn run_migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let config = args.database.to_config();
-    let applied = flowrunner_api::setup::migrate(&config).await.context("migration failed")?;
+    let applied = flowrunner_api::setup::migrate(&config)
+        .await
+        .context("migration failed")?;
     if applied.is_empty() {
         println!("database schema is up to date");
     } else {
-        println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+        println!(
+            "applied {} migration(s): {}",
+            applied.len(),
+            applied.join(", ")
+        );
     }
     Ok(())
 }
@@ -166,17 +172,24 @@ pub async fn run_account(cmd: AccountCommand) -> anyhow::Result<()> {
 async fn create_account(args: AccountCreateArgs) -> anyhow::Result<()> {
     let password = if args.password_stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
         line.trim_end_matches(['\r', '\n']).to_string()
     } else {
-        let first = flowrunner_api::prompt_password("Password: ").context("cannot read the password")?;
-        let again = flowrunner_api::prompt_password("Repeat password: ").context("cannot read the password")?;
+        let first =
+            flowrunner_api::prompt_password("Password: ").context("cannot read the password")?;
+        let again = flowrunner_api::prompt_password("Repeat password: ")
+            .context("cannot read the password")?;
         if first != again {
             bail!("the passwords do not match");
         }
         first
     };
-    let store = flowrunner_api::setup::open_store(&args.database.to_config()).await.context("cannot open the database")?;
+    let store = flowrunner_api::setup::open_store(&args.database.to_config())
+        .await
+        .context("cannot open the database")?;
     let cost = args.bcrypt_cost;
     let hasher = tokio::task::spawn_blocking(move || PasswordHasher::new(cost)).await??;
     let input = flowrunner_api::setup::AccountInput {
@@ -185,7 +198,12 @@ async fn create_account(args: AccountCreateArgs) -> anyhow::Result<()> {
         password,
         role: if args.admin { Role::Admin } else { Role::User },
     };
-    let account = flowrunner_api::setup::create_account(&store, &hasher, input).await.context("cannot create the account")?;
-    println!("created {} account {} ({})", account.role, account.id, account.email);
+    let account = flowrunner_api::setup::create_account(&store, &hasher, input)
+        .await
+        .context("cannot create the account")?;
+    println!(
+        "created {} account {} ({})",
+        account.role, account.id, account.email
+    );
     Ok(())
 }

@@ -29,7 +29,11 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     /// A configuration for `url` without an explicit secret key.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), secret_key: None, pool_size: flowrunner_store::DEFAULT_POOL_SIZE }
+        Self {
+            url: url.into(),
+            secret_key: None,
+            pool_size: flowrunner_store::DEFAULT_POOL_SIZE,
+        }
     }
 }
 
@@ -37,7 +41,10 @@ impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseConfig")
             .field("url", &flowrunner_store::redact_url(&self.url))
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("pool_size", &self.pool_size)
             .finish()
     }
@@ -54,7 +61,9 @@ pub struct BootstrapAdmin {
 
 impl std::fmt::Debug for BootstrapAdmin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootstrapAdmin").field("email", &self.email).finish_non_exhaustive()
+        f.debug_struct("BootstrapAdmin")
+            .field("email", &self.email)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,7 +117,10 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("bind", &self.bind)
             .field("database", &self.database)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("token_ttl", &self.token_ttl)
             .field("admin", &self.admin)
             .field("max_body_bytes", &self.max_body_bytes)

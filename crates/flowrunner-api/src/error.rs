@@ -87,7 +87,10 @@ impl Error {
 
     /// A 400 without details.
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Error::InvalidRequest { message: message.into(), details: None }
+        Error::InvalidRequest {
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// A 500 whose cause is only logged.
@@ -117,9 +120,11 @@ impl Error {
             | Error::UnsupportedMediaType(_) => "invalid_request",
             Error::Validation { .. } => "validation_error",
             Error::Conflict(_) => "conflict",
-            Error::Internal(_) | Error::Unavailable(_) | Error::Config(_) | Error::Io(_) | Error::Store(_) => {
-                "internal_error"
-            }
+            Error::Internal(_)
+            | Error::Unavailable(_)
+            | Error::Config(_)
+            | Error::Io(_)
+            | Error::Store(_) => "internal_error",
         }
     }
 }
@@ -129,8 +134,12 @@ impl From<flowrunner_store::Error> for Error {
         use flowrunner_store::Error as S;
         match err {
             S::NotFound => Error::NotFound("Resource not found".into()),
-            S::Conflict(_) => Error::Conflict("The request conflicts with an existing resource".into()),
-            S::LastAdmin => Error::Conflict("The last admin account cannot be deleted or demoted".into()),
+            S::Conflict(_) => {
+                Error::Conflict("The request conflicts with an existing resource".into())
+            }
+            S::LastAdmin => {
+                Error::Conflict("The last admin account cannot be deleted or demoted".into())
+            }
             other => Error::Store(other),
         }
     }
@@ -143,9 +152,13 @@ impl From<flowrunner_auth::Error> for Error {
             A::InvalidToken => Error::Unauthorized("Invalid token".into()),
             A::TokenExpired => Error::Unauthorized("Token expired".into()),
             A::TokenRevoked => Error::Unauthorized("Token is no longer valid".into()),
-            A::PasswordTooLong => {
-                Error::field("password", format!("must be at most {} bytes", flowrunner_auth::MAX_PASSWORD_BYTES))
-            }
+            A::PasswordTooLong => Error::field(
+                "password",
+                format!(
+                    "must be at most {} bytes",
+                    flowrunner_auth::MAX_PASSWORD_BYTES
+                ),
+            ),
             other => Error::Internal(other.to_string()),
         }
     }
@@ -199,7 +212,8 @@ impl ResponseError for Error {
         let mut response = HttpResponse::build(status);
         match self {
             Error::Unauthorized(_) => {
-                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             Error::MethodNotAllowed { allow, .. } => {
                 response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
@@ -217,7 +231,11 @@ mod tests {
     use super::*;
 
     fn body_of(err: &Error) -> Value {
-        let bytes = err.error_response().into_body().try_into_bytes().expect("bytes");
+        let bytes = err
+            .error_response()
+            .into_body()
+            .try_into_bytes()
+            .expect("bytes");
         serde_json::from_slice(&bytes).expect("json")
     }
 
@@ -229,7 +247,10 @@ mod tests {
         assert_eq!(v["error"]["details"]["reason"], "is required");
 
         let v = body_of(&Error::NotFound("Flow not found".into()));
-        assert_eq!(v, json!({"error": {"code": "not_found", "message": "Flow not found"}}));
+        assert_eq!(
+            v,
+            json!({"error": {"code": "not_found", "message": "Flow not found"}})
+        );
 
         let internal = Error::internal("disk on fire at /var/db");
         assert_eq!(internal.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -237,9 +258,21 @@ mod tests {
         assert_eq!(v["error"]["code"], "internal_error");
         assert!(!v.to_string().contains("disk"), "no cause leaks: {v}");
 
-        assert_eq!(Error::PayloadTooLarge { limit: 1 }.status_code(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(Error::PayloadTooLarge { limit: 1 }.code(), "invalid_request");
-        assert_eq!(Error::from_store(flowrunner_store::Error::LastAdmin, "Account").status_code(), StatusCode::CONFLICT);
-        assert_eq!(Error::from_store(flowrunner_store::Error::NotFound, "Flow").to_string(), "Flow not found");
+        assert_eq!(
+            Error::PayloadTooLarge { limit: 1 }.status_code(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            Error::PayloadTooLarge { limit: 1 }.code(),
+            "invalid_request"
+        );
+        assert_eq!(
+            Error::from_store(flowrunner_store::Error::LastAdmin, "Account").status_code(),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            Error::from_store(flowrunner_store::Error::NotFound, "Flow").to_string(),
+            "Flow not found"
+        );
     }
 }

@@ -37,10 +37,12 @@ impl JsonBody {
 /// body of the API is an object; anything else is 400.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Ok(_) => Error::invalid_request("The request body must be a JSON object"),
-            Err(e) => malformed(&e),
-        });
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => Error::invalid_request("The request body must be a JSON object"),
+                Err(e) => malformed(&e),
+            },
+        );
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
@@ -66,7 +68,10 @@ fn json_error(path: &str, err: &serde_json::Error) -> Error {
         Category::Data => {
             let full = err.to_string();
             // serde_json appends " at line L column C"; the field name says more.
-            let reason = full.rsplit_once(" at line ").map_or(full.as_str(), |(head, _)| head).to_string();
+            let reason = full
+                .rsplit_once(" at line ")
+                .map_or(full.as_str(), |(head, _)| head)
+                .to_string();
             let missing = reason
                 .strip_prefix("missing field `")
                 .and_then(|rest| rest.split_once('`'))
@@ -77,10 +82,16 @@ fn json_error(path: &str, err: &serde_json::Error) -> Error {
                 (Some(name), false) => format!("{path}.{name}"),
                 (None, false) => path.to_string(),
                 (None, true) => {
-                    return Error::invalid_request(format!("The request body must be a JSON object: {reason}"));
+                    return Error::invalid_request(format!(
+                        "The request body must be a JSON object: {reason}"
+                    ));
                 }
             };
-            let reason = if reason.starts_with("missing field") { "is required".to_string() } else { reason };
+            let reason = if reason.starts_with("missing field") {
+                "is required".to_string()
+            } else {
+                reason
+            };
             Error::field(field, reason)
         }
     }
@@ -91,7 +102,11 @@ impl FromRequest for JsonBody {
     type Future = LocalBoxFuture<'static, std::result::Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req.app_data::<web::Data<AppState>>().map_or(crate::config::DEFAULT_MAX_BODY_BYTES, |s| s.max_body_bytes());
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(crate::config::DEFAULT_MAX_BODY_BYTES, |s| {
+                s.max_body_bytes()
+            });
         if let Err(err) = check_content_type(req) {
             return Box::pin(async move { Ok(JsonBody { bytes: Err(err) }) });
         }
@@ -101,7 +116,11 @@ impl FromRequest for JsonBody {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|len| len > limit) {
-            return Box::pin(async move { Ok(JsonBody { bytes: Err(Error::PayloadTooLarge { limit }) }) });
+            return Box::pin(async move {
+                Ok(JsonBody {
+                    bytes: Err(Error::PayloadTooLarge { limit }),
+                })
+            });
         }
         let mut payload = payload.take();
         Box::pin(async move {
@@ -110,16 +129,22 @@ impl FromRequest for JsonBody {
                 let chunk = match chunk {
                     Ok(chunk) => chunk,
                     Err(err) => {
-                        let err = Error::invalid_request(format!("Could not read the request body: {err}"));
+                        let err = Error::invalid_request(format!(
+                            "Could not read the request body: {err}"
+                        ));
                         return Ok(JsonBody { bytes: Err(err) });
                     }
                 };
                 if body.len() + chunk.len() > limit {
-                    return Ok(JsonBody { bytes: Err(Error::PayloadTooLarge { limit }) });
+                    return Ok(JsonBody {
+                        bytes: Err(Error::PayloadTooLarge { limit }),
+                    });
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(JsonBody { bytes: Ok(body.freeze()) })
+            Ok(JsonBody {
+                bytes: Ok(body.freeze()),
+            })
         })
     }
 }
@@ -135,10 +160,14 @@ fn check_content_type(req: &HttpRequest) -> Result<()> {
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         Ok(())
     } else {
-        Err(Error::UnsupportedMediaType("Content-Type must be application/json".into()))
+        Err(Error::UnsupportedMediaType(
+            "Content-Type must be application/json".into(),
+        ))
     }
 }
 
@@ -161,7 +190,8 @@ impl FromRequest for Caller {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req);
         Box::pin(async move {
-            let state = state.ok_or_else(|| Error::internal("application state is not configured"))?;
+            let state =
+                state.ok_or_else(|| Error::internal("application state is not configured"))?;
             let token = token?;
             Ok(Caller(state.authenticate(&token).await?))
         })
@@ -174,8 +204,13 @@ fn bearer_token(req: &HttpRequest) -> Result<String> {
         .headers()
         .get(header::AUTHORIZATION)
         .ok_or_else(|| Error::Unauthorized("Authentication required".into()))?;
-    let value = value.to_str().map_err(|_| Error::Unauthorized("Invalid token".into()))?.trim();
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| Error::Unauthorized("Invalid token".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| Error::Unauthorized("Invalid token".into()))?
+        .trim();
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Error::Unauthorized("Invalid token".into()))?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(Error::Unauthorized("Expected a Bearer token".into()));
@@ -211,7 +246,12 @@ impl Page {
             None => Self::DEFAULT_LIMIT,
             Some(text) => match text.trim().parse::<i64>() {
                 Ok(n) if (1..=i64::from(Self::MAX_LIMIT)).contains(&n) => n as u32,
-                _ => return Err(Error::field("limit", format!("must be an integer from 1 to {}", Self::MAX_LIMIT))),
+                _ => {
+                    return Err(Error::field(
+                        "limit",
+                        format!("must be an integer from 1 to {}", Self::MAX_LIMIT),
+                    ));
+                }
             },
         };
         let offset = match params.get("offset") {
@@ -247,9 +287,12 @@ mod tests {
 
     fn field_of(err: Error) -> (String, String) {
         match err {
-            Error::Validation { details: Some(d), .. } => {
-                (d["field"].as_str().unwrap_or_default().to_string(), d["reason"].as_str().unwrap_or_default().to_string())
-            }
+            Error::Validation {
+                details: Some(d), ..
+            } => (
+                d["field"].as_str().unwrap_or_default().to_string(),
+                d["reason"].as_str().unwrap_or_default().to_string(),
+            ),
             other => panic!("expected a validation error, got {other:?}"),
         }
     }
@@ -262,29 +305,63 @@ mod tests {
         let (field, reason) = field_of(parse_json::<Sample>(br#"{"name":5}"#).expect_err("type"));
         assert_eq!(field, "name");
         assert!(reason.contains("expected a string"), "{reason}");
-        let (field, _) = field_of(parse_json::<Sample>(br#"{"name":"x","count":-1}"#).expect_err("range"));
+        let (field, _) =
+            field_of(parse_json::<Sample>(br#"{"name":"x","count":-1}"#).expect_err("range"));
         assert_eq!(field, "count");
-        let (field, _) = field_of(parse_json::<Sample>(br#"{"name":"x","inner":{}}"#).expect_err("nested"));
+        let (field, _) =
+            field_of(parse_json::<Sample>(br#"{"name":"x","inner":{}}"#).expect_err("nested"));
         assert_eq!(field, "inner.flag");
     }
 
     #[test]
     fn malformed_json_is_a_bad_request() {
-        for bad in [&b"{"[..], b"", b"{\"name\":\"x\"} trailing", b"nul", b"\xff"] {
-            assert!(matches!(parse_json::<Sample>(bad), Err(Error::InvalidRequest { .. })), "{bad:?}");
+        for bad in [
+            &b"{"[..],
+            b"",
+            b"{\"name\":\"x\"} trailing",
+            b"nul",
+            b"\xff",
+        ] {
+            assert!(
+                matches!(parse_json::<Sample>(bad), Err(Error::InvalidRequest { .. })),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(parse_json::<Sample>(b"[1,2]"), Err(Error::InvalidRequest { .. })));
+        assert!(matches!(
+            parse_json::<Sample>(b"[1,2]"),
+            Err(Error::InvalidRequest { .. })
+        ));
     }
 
     #[test]
     fn pages() {
-        let params = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        assert_eq!(Page::from_params(&params(&[])).expect("default"), Page { limit: 10, offset: 0 });
+        let params = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            Page::from_params(&params(&[])).expect("default"),
+            Page {
+                limit: 10,
+                offset: 0
+            }
+        );
         assert_eq!(
             Page::from_params(&params(&[("limit", "100"), ("offset", "7")])).expect("ok"),
-            Page { limit: 100, offset: 7 }
+            Page {
+                limit: 100,
+                offset: 7
+            }
         );
-        for (k, v) in [("limit", "0"), ("limit", "101"), ("limit", "x"), ("offset", "-1"), ("offset", "1.5")] {
+        for (k, v) in [
+            ("limit", "0"),
+            ("limit", "101"),
+            ("limit", "x"),
+            ("offset", "-1"),
+            ("offset", "1.5"),
+        ] {
             let (field, _) = field_of(Page::from_params(&params(&[(k, v)])).expect_err("bad"));
             assert_eq!(field, k);
         }

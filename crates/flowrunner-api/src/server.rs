@@ -32,7 +32,11 @@ pub fn build_app(
     let max_body = state.max_body_bytes();
     App::new()
         .app_data(web::Data::new(state))
-        .app_data(web::JsonConfig::default().limit(max_body).error_handler(|err, _req| json_error(err).into()))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body)
+                .error_handler(|err, _req| json_error(err).into()),
+        )
         .app_data(web::QueryConfig::default().error_handler(|err, _req| query_error(err).into()))
         .app_data(web::PathConfig::default().error_handler(|err, _req| path_error(err).into()))
         .wrap(Logger::default())
@@ -42,16 +46,20 @@ pub fn build_app(
 
 fn json_error(err: JsonPayloadError) -> Error {
     match err {
-        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
-            Error::PayloadTooLarge { limit }
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => Error::PayloadTooLarge { limit },
+        JsonPayloadError::ContentType => {
+            Error::UnsupportedMediaType("Content-Type must be application/json".into())
         }
-        JsonPayloadError::ContentType => Error::UnsupportedMediaType("Content-Type must be application/json".into()),
         other => Error::invalid_request(format!("Invalid JSON body: {other}")),
     }
 }
 
 fn query_error(err: QueryPayloadError) -> Error {
-    Error::Validation { message: format!("Invalid query string: {err}"), details: None }
+    Error::Validation {
+        message: format!("Invalid query string: {err}"),
+        details: None,
+    }
 }
 
 fn path_error(err: PathError) -> Error {
@@ -102,7 +110,11 @@ impl RunningServer {
 
 /// Starts serving `state` on `listener` (no signal handling: stop it through the returned
 /// value). Must be called within a tokio runtime.
-pub fn start(state: AppState, config: &ServerConfig, listener: TcpListener) -> Result<RunningServer> {
+pub fn start(
+    state: AppState,
+    config: &ServerConfig,
+    listener: TcpListener,
+) -> Result<RunningServer> {
     let addr = listener.local_addr()?;
     let app_state = state.clone();
     let mut server = HttpServer::new(move || build_app(app_state.clone()))
@@ -116,7 +128,13 @@ pub fn start(state: AppState, config: &ServerConfig, listener: TcpListener) -> R
     let handle = server.handle();
     let server = tokio::spawn(server);
     let pruner = tokio::spawn(prune_revocations(state.clone(), config.prune_interval));
-    Ok(RunningServer { addr, handle, state, server, pruner })
+    Ok(RunningServer {
+        addr,
+        handle,
+        state,
+        server,
+        pruner,
+    })
 }
 
 /// Prepares everything (store, migrations, secrets, first admin), binds `config.bind`, serves
@@ -160,7 +178,7 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
 /// Deletes expired token revocations now and then (a revoked token that expired fails on its
 /// expiry anyway).
 async fn prune_revocations(state: AppState, every: Duration) {
-    let mut interval = tokio::time::interval(every.max(Duration::from_secs(1)));
+    let mut interval = tokio::time::interval(every.max(Duration::from_millis(10)));
     loop {
         interval.tick().await;
         match state.store().prune_revoked_tokens(chrono::Utc::now()).await {

@@ -25,13 +25,18 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(Error::internal)
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(Error::internal)
 }
 
 /// The file path of an `sqlite://` URL, `None` for other backends.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     let url = url.trim();
-    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).filter(|p| !p.is_empty()).map(PathBuf::from)
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Where the secrets key of an SQLite database lives when none is configured: `<database>.key`.
@@ -59,7 +64,10 @@ pub fn resolve_secret_key(db: &DatabaseConfig) -> Result<[u8; 32]> {
         Ok(text) => flowrunner_store::parse_secret_key(&text)
             .map_err(|e| Error::Config(format!("secrets key file {}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key_file(&path),
-        Err(e) => Err(Error::Config(format!("cannot read secrets key file {}: {e}", path.display()))),
+        Err(e) => Err(Error::Config(format!(
+            "cannot read secrets key file {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -89,14 +97,19 @@ fn create_key_file(path: &std::path::Path) -> Result<[u8; 32]> {
             flowrunner_store::parse_secret_key(&text)
                 .map_err(|e| Error::Config(format!("secrets key file {}: {e}", path.display())))
         }
-        Err(e) => Err(Error::Config(format!("cannot create secrets key file {}: {e}", path.display()))),
+        Err(e) => Err(Error::Config(format!(
+            "cannot create secrets key file {}: {e}",
+            path.display()
+        ))),
     }
 }
 
 /// Opens the store with its secrets key and applies pending migrations.
 pub async fn open_store(db: &DatabaseConfig) -> Result<Store> {
     let key = resolve_secret_key(db)?;
-    let config = StoreConfig::new(db.url.clone()).with_secret_key(key).with_pool_size(db.pool_size.max(1));
+    let config = StoreConfig::new(db.url.clone())
+        .with_secret_key(key)
+        .with_pool_size(db.pool_size.max(1));
     Ok(Store::open(config).await?)
 }
 
@@ -112,7 +125,9 @@ pub async fn migrate(db: &DatabaseConfig) -> Result<Vec<String>> {
 pub async fn jwt_secret(store: &Store, configured: Option<&str>) -> Result<String> {
     match configured.map(str::trim).filter(|s| !s.is_empty()) {
         Some(secret) => Ok(secret.to_string()),
-        None => Ok(store.get_or_init_setting(JWT_SECRET_SETTING, flowrunner_auth::generate_secret()).await?),
+        None => Ok(store
+            .get_or_init_setting(JWT_SECRET_SETTING, flowrunner_auth::generate_secret())
+            .await?),
     }
 }
 
@@ -141,7 +156,11 @@ impl std::fmt::Debug for AccountInput {
 
 /// Validates, hashes (on the blocking pool) and stores a new account. 409 semantics: a taken
 /// email is [`Error::Conflict`].
-pub async fn create_account(store: &Store, hasher: &PasswordHasher, input: AccountInput) -> Result<Account> {
+pub async fn create_account(
+    store: &Store,
+    hasher: &PasswordHasher,
+    input: AccountInput,
+) -> Result<Account> {
     let email = validate::email("email", &input.email)?;
     let name = validate::name("name", &input.name, validate::MAX_NAME_CHARS)?;
     validate::password(&input.password)?;
@@ -149,10 +168,17 @@ pub async fn create_account(store: &Store, hasher: &PasswordHasher, input: Accou
     let password = input.password;
     let password_hash = blocking(move || hasher.hash(&password)).await??;
     store
-        .create_account(NewAccount { email, name, role: input.role, password_hash })
+        .create_account(NewAccount {
+            email,
+            name,
+            role: input.role,
+            password_hash,
+        })
         .await
         .map_err(|e| match e {
-            flowrunner_store::Error::Conflict(_) => Error::Conflict("An account with this email already exists".into()),
+            flowrunner_store::Error::Conflict(_) => {
+                Error::Conflict("An account with this email already exists".into())
+            }
             other => Error::from(other),
         })
 }
@@ -169,15 +195,26 @@ pub async fn bootstrap_admin(
     }
     let (email, password, generated) = match admin {
         Some(admin) => (admin.email.clone(), admin.password.clone(), false),
-        None => (FALLBACK_ADMIN_EMAIL.to_string(), flowrunner_auth::generate_secret()[..24].to_string(), true),
+        None => (
+            FALLBACK_ADMIN_EMAIL.to_string(),
+            flowrunner_auth::generate_secret()[..24].to_string(),
+            true,
+        ),
     };
-    let input = AccountInput { email, name: "Administrator".into(), password: password.clone(), role: Role::Admin };
+    let input = AccountInput {
+        email,
+        name: "Administrator".into(),
+        password: password.clone(),
+        role: Role::Admin,
+    };
     let account = match create_account(store, hasher, input).await {
         Ok(account) => account,
         // Another process bootstrapped the same database at the same time.
         Err(Error::Conflict(_)) => return Ok(None),
         Err(Error::Validation { message, .. }) => {
-            return Err(Error::Config(format!("FLOWRUNNER_ADMIN_EMAIL/FLOWRUNNER_ADMIN_PASSWORD: {message}")));
+            return Err(Error::Config(format!(
+                "FLOWRUNNER_ADMIN_EMAIL/FLOWRUNNER_ADMIN_PASSWORD: {message}"
+            )));
         }
         Err(e) => return Err(e),
     };
@@ -219,8 +256,14 @@ mod tests {
 
     #[test]
     fn key_file_beside_sqlite_databases() {
-        assert_eq!(key_file_path("sqlite://flowrunner.db"), Some(PathBuf::from("flowrunner.db.key")));
-        assert_eq!(key_file_path("sqlite:///var/lib/x.db"), Some(PathBuf::from("/var/lib/x.db.key")));
+        assert_eq!(
+            key_file_path("sqlite://flowrunner.db"),
+            Some(PathBuf::from("flowrunner.db.key"))
+        );
+        assert_eq!(
+            key_file_path("sqlite:///var/lib/x.db"),
+            Some(PathBuf::from("/var/lib/x.db.key"))
+        );
         assert_eq!(key_file_path("postgres://u@h/db"), None);
         let pg = DatabaseConfig::new("postgres://u@h/db");
         assert!(matches!(resolve_secret_key(&pg), Err(Error::Config(_))));
@@ -238,13 +281,19 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+            let mode = std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let mut explicit = db.clone();
         explicit.secret_key = Some(flowrunner_store::format_secret_key(&[7u8; 32]));
         assert_eq!(resolve_secret_key(&explicit).expect("explicit"), [7u8; 32]);
         explicit.secret_key = Some("nope".into());
-        assert!(matches!(resolve_secret_key(&explicit), Err(Error::Config(_))));
+        assert!(matches!(
+            resolve_secret_key(&explicit),
+            Err(Error::Config(_))
+        ));
     }
 }

@@ -56,8 +56,22 @@ pub struct AppStateParts {
 impl AppState {
     /// Assembles the state.
     pub fn new(parts: AppStateParts) -> Self {
-        let AppStateParts { store, auth, hasher, catalog, max_body_bytes } = parts;
-        Self { inner: Arc::new(Inner { store, auth, hasher, catalog, max_body_bytes }) }
+        let AppStateParts {
+            store,
+            auth,
+            hasher,
+            catalog,
+            max_body_bytes,
+        } = parts;
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                auth,
+                hasher,
+                catalog,
+                max_body_bytes,
+            }),
+        }
     }
 
     /// The store.
@@ -87,7 +101,11 @@ impl AppState {
 
     /// Checks a bearer token against signature, expiry, revocations and the account's state.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
-        Ok(self.inner.auth.authenticate(&self.sessions(), token).await?)
+        Ok(self
+            .inner
+            .auth
+            .authenticate(&self.sessions(), token)
+            .await?)
     }
 
     /// The store seen as the auth crate's [`SessionStore`].
@@ -123,9 +141,15 @@ fn store_error(err: flowrunner_store::Error) -> flowrunner_auth::Error {
 }
 
 impl SessionStore for StoreSessions<'_> {
-    async fn account_auth(&self, account: &AccountId) -> flowrunner_auth::Result<Option<AccountAuth>> {
+    async fn account_auth(
+        &self,
+        account: &AccountId,
+    ) -> flowrunner_auth::Result<Option<AccountAuth>> {
         let account = self.0.get_account(account).await.map_err(store_error)?;
-        Ok(account.map(|a| AccountAuth { role: a.role, tokens_valid_after: a.tokens_valid_after }))
+        Ok(account.map(|a| AccountAuth {
+            role: a.role,
+            tokens_valid_after: a.tokens_valid_after,
+        }))
     }
 
     async fn is_revoked(&self, jti: &str) -> flowrunner_auth::Result<bool> {
@@ -133,7 +157,9 @@ impl SessionStore for StoreSessions<'_> {
     }
 
     async fn revoke(&self, jti: &str, expires_at: DateTime<Utc>) -> flowrunner_auth::Result<()> {
-        self.0.revoke_token(jti, expires_at).await.map_err(store_error)
+        self.0
+            .revoke_token(jti, expires_at)
+            .await
+            .map_err(store_error)
     }
 }
-

@@ -21,9 +21,19 @@ pub fn email(field: &str, raw: &str) -> Result<String> {
     let valid = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !domain.starts_with('.')
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !domain.starts_with('.')
         });
-    if valid { Ok(email) } else { Err(Error::field(field, "must be an email address such as user@example.com")) }
+    if valid {
+        Ok(email)
+    } else {
+        Err(Error::field(
+            field,
+            "must be an email address such as user@example.com",
+        ))
+    }
 }
 
 /// Trims a display name and checks it is not empty, not too long and has no control characters.
@@ -33,7 +43,10 @@ pub fn name(field: &str, raw: &str, max_chars: usize) -> Result<String> {
         return Err(Error::field(field, "must not be empty"));
     }
     if name.chars().count() > max_chars {
-        return Err(Error::field(field, format!("must be at most {max_chars} characters")));
+        return Err(Error::field(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
     }
     if name.chars().any(char::is_control) {
         return Err(Error::field(field, "must not contain control characters"));
@@ -45,7 +58,10 @@ pub fn name(field: &str, raw: &str, max_chars: usize) -> Result<String> {
 pub fn password(raw: &str) -> Result<()> {
     let max = flowrunner_auth::MAX_PASSWORD_BYTES;
     if raw.len() < MIN_PASSWORD_BYTES || raw.len() > max {
-        return Err(Error::field("password", format!("must be {MIN_PASSWORD_BYTES} to {max} bytes long")));
+        return Err(Error::field(
+            "password",
+            format!("must be {MIN_PASSWORD_BYTES} to {max} bytes long"),
+        ));
     }
     Ok(())
 }
@@ -55,8 +71,14 @@ pub fn tags(raw: Vec<String>) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(raw.len());
     for tag in raw {
         let tag = tag.trim().to_string();
-        if tag.is_empty() || tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
-            return Err(Error::field("tags", format!("each tag must be 1 to {MAX_TAG_CHARS} printable characters")));
+        if tag.is_empty()
+            || tag.chars().count() > MAX_TAG_CHARS
+            || tag.chars().any(char::is_control)
+        {
+            return Err(Error::field(
+                "tags",
+                format!("each tag must be 1 to {MAX_TAG_CHARS} printable characters"),
+            ));
         }
         if !out.contains(&tag) {
             out.push(tag);
@@ -74,7 +96,9 @@ pub fn is_secret_key(key: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && (bytes[0].is_ascii_uppercase() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
 }
 
 /// Checks a secret's key and value.
@@ -83,7 +107,10 @@ pub fn secret(key: &str, value: &str) -> Result<()> {
         return Err(Error::field("key", "must match ^[A-Z_][A-Z0-9_]{0,127}$"));
     }
     if value.len() > MAX_SECRET_VALUE_BYTES {
-        return Err(Error::field("value", format!("must be at most {MAX_SECRET_VALUE_BYTES} bytes")));
+        return Err(Error::field(
+            "value",
+            format!("must be at most {MAX_SECRET_VALUE_BYTES} bytes"),
+        ));
     }
     Ok(())
 }
@@ -94,7 +121,10 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(email("email", "  Bob@Example.COM ").expect("valid"), "bob@example.com");
+        assert_eq!(
+            email("email", "  Bob@Example.COM ").expect("valid"),
+            "bob@example.com"
+        );
         for bad in ["", "bob", "@x", "bob@", "a b@c", "a@b@c", "a@.c"] {
             assert!(email("email", bad).is_err(), "{bad}");
         }
@@ -109,7 +139,10 @@ mod tests {
         assert!(password("1234567").is_err());
         assert!(password("12345678").is_ok());
         assert!(password(&"x".repeat(73)).is_err());
-        assert_eq!(tags(vec!["a".into(), " b ".into(), "a".into()]).expect("ok"), vec!["a", "b"]);
+        assert_eq!(
+            tags(vec!["a".into(), " b ".into(), "a".into()]).expect("ok"),
+            vec!["a", "b"]
+        );
         assert!(tags(vec![String::new()]).is_err());
         assert!(tags((0..51).map(|i| i.to_string()).collect()).is_err());
     }
@@ -119,7 +152,14 @@ mod tests {
         for good in ["A", "_", "API_KEY", "K9", &format!("A{}", "B".repeat(127))] {
             assert!(is_secret_key(good), "{good}");
         }
-        for bad in ["", "a", "9A", "API-KEY", "ÄPI", &format!("A{}", "B".repeat(128))] {
+        for bad in [
+            "",
+            "a",
+            "9A",
+            "API-KEY",
+            "ÄPI",
+            &format!("A{}", "B".repeat(128)),
+        ] {
             assert!(!is_secret_key(bad), "{bad}");
         }
         assert!(secret("K", &"x".repeat(MAX_SECRET_VALUE_BYTES)).is_ok());

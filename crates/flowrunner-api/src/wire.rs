@@ -276,7 +276,11 @@ pub struct SecretResponse {
 
 impl From<&SecretMeta> for SecretResponse {
     fn from(s: &SecretMeta) -> Self {
-        Self { key: s.key.clone(), created_at: timestamp(&s.created_at), updated_at: timestamp(&s.updated_at) }
+        Self {
+            key: s.key.clone(),
+            created_at: timestamp(&s.created_at),
+            updated_at: timestamp(&s.updated_at),
+        }
     }
 }
 

@@ -87,12 +87,17 @@ mod tests {
     #[test]
     fn rejects_bad_cost_long_passwords_and_bad_hashes() {
         assert!(matches!(PasswordHasher::new(3), Err(Error::InvalidCost(3))));
-        assert!(matches!(PasswordHasher::new(32), Err(Error::InvalidCost(32))));
+        assert!(matches!(
+            PasswordHasher::new(32),
+            Err(Error::InvalidCost(32))
+        ));
         let hasher = PasswordHasher::new(4).expect("hasher");
         assert_eq!(hasher.cost(), 4);
         let long = "x".repeat(MAX_PASSWORD_BYTES + 1);
         assert!(matches!(hasher.hash(&long), Err(Error::PasswordTooLong)));
-        let hash = hasher.hash(&"x".repeat(MAX_PASSWORD_BYTES)).expect("72 bytes is fine");
+        let hash = hasher
+            .hash(&"x".repeat(MAX_PASSWORD_BYTES))
+            .expect("72 bytes is fine");
         assert!(!hasher.verify(&long, &hash).expect("verify"));
         assert!(hasher.verify("pw", "not a bcrypt hash").is_err());
     }

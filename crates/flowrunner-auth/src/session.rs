@@ -21,11 +21,18 @@ pub struct AccountAuth {
 /// Errors are reported as [`Error::Store`].
 pub trait SessionStore: Sync {
     /// The account's current role and token cut-off, or `None` when the account does not exist.
-    fn account_auth(&self, account: &AccountId) -> impl Future<Output = Result<Option<AccountAuth>>> + Send;
+    fn account_auth(
+        &self,
+        account: &AccountId,
+    ) -> impl Future<Output = Result<Option<AccountAuth>>> + Send;
     /// Whether the token id was revoked.
     fn is_revoked(&self, jti: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Records a revocation, kept at least until the token would have expired. Idempotent.
-    fn revoke(&self, jti: &str, expires_at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+    fn revoke(
+        &self,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The authenticated caller of a request.
@@ -97,15 +104,23 @@ impl Authenticator {
     }
 
     /// Issues a new token for the caller and revokes the one it used.
-    pub async fn refresh<S: SessionStore>(&self, store: &S, caller: &Principal) -> Result<IssuedToken> {
+    pub async fn refresh<S: SessionStore>(
+        &self,
+        store: &S,
+        caller: &Principal,
+    ) -> Result<IssuedToken> {
         let issued = self.tokens.issue(&caller.account_id, caller.role)?;
-        store.revoke(&caller.token_id, caller.token_expires_at).await?;
+        store
+            .revoke(&caller.token_id, caller.token_expires_at)
+            .await?;
         Ok(issued)
     }
 
     /// Revokes the token the caller used.
     pub async fn logout<S: SessionStore>(&self, store: &S, caller: &Principal) -> Result<()> {
-        store.revoke(&caller.token_id, caller.token_expires_at).await
+        store
+            .revoke(&caller.token_id, caller.token_expires_at)
+            .await
     }
 }
 
@@ -137,11 +152,20 @@ mod tests {
     }
 
     fn setup(role: Role) -> (Authenticator, MemoryStore, AccountId) {
-        let tokens =
-            TokenService::new(crate::generate_secret().as_bytes(), Duration::from_secs(600)).expect("tokens");
+        let tokens = TokenService::new(
+            crate::generate_secret().as_bytes(),
+            Duration::from_secs(600),
+        )
+        .expect("tokens");
         let store = MemoryStore::default();
         let id = AccountId::generate();
-        store.accounts.lock().expect("lock").insert(id.clone(), AccountAuth { role, tokens_valid_after: None });
+        store.accounts.lock().expect("lock").insert(
+            id.clone(),
+            AccountAuth {
+                role,
+                tokens_valid_after: None,
+            },
+        );
         (Authenticator::new(tokens), store, id)
     }
 
@@ -149,14 +173,26 @@ mod tests {
     async fn authenticates_and_uses_the_current_role() {
         let (auth, store, id) = setup(Role::Admin);
         let token = auth.login(&id, Role::Admin).expect("login");
-        let principal = auth.authenticate(&store, &token.token).await.expect("valid");
+        let principal = auth
+            .authenticate(&store, &token.token)
+            .await
+            .expect("valid");
         assert_eq!(principal.account_id, id);
         assert!(principal.is_admin());
         assert_eq!(principal.token_id, token.claims.jti);
 
         // Demoted after the token was issued: the current role wins.
-        store.accounts.lock().expect("lock").insert(id.clone(), AccountAuth { role: Role::User, tokens_valid_after: None });
-        let principal = auth.authenticate(&store, &token.token).await.expect("valid");
+        store.accounts.lock().expect("lock").insert(
+            id.clone(),
+            AccountAuth {
+                role: Role::User,
+                tokens_valid_after: None,
+            },
+        );
+        let principal = auth
+            .authenticate(&store, &token.token)
+            .await
+            .expect("valid");
         assert_eq!(principal.role, Role::User);
     }
 
@@ -164,27 +200,52 @@ mod tests {
     async fn logout_refresh_deletion_and_password_change_invalidate() {
         let (auth, store, id) = setup(Role::User);
         let first = auth.login(&id, Role::User).expect("login");
-        let caller = auth.authenticate(&store, &first.token).await.expect("valid");
+        let caller = auth
+            .authenticate(&store, &first.token)
+            .await
+            .expect("valid");
         let second = auth.refresh(&store, &caller).await.expect("refresh");
-        assert!(matches!(auth.authenticate(&store, &first.token).await, Err(Error::TokenRevoked)));
-        let caller = auth.authenticate(&store, &second.token).await.expect("new token valid");
+        assert!(matches!(
+            auth.authenticate(&store, &first.token).await,
+            Err(Error::TokenRevoked)
+        ));
+        let caller = auth
+            .authenticate(&store, &second.token)
+            .await
+            .expect("new token valid");
         auth.logout(&store, &caller).await.expect("logout");
-        assert!(matches!(auth.authenticate(&store, &second.token).await, Err(Error::TokenRevoked)));
+        assert!(matches!(
+            auth.authenticate(&store, &second.token).await,
+            Err(Error::TokenRevoked)
+        ));
 
         // Password change: earlier tokens die, a token issued right after is fine.
         let before = auth.login(&id, Role::User).expect("login");
         let cutoff = Utc::now() + chrono::Duration::milliseconds(5);
-        store
-            .accounts
-            .lock()
-            .expect("lock")
-            .insert(id.clone(), AccountAuth { role: Role::User, tokens_valid_after: Some(cutoff) });
-        assert!(matches!(auth.authenticate(&store, &before.token).await, Err(Error::TokenRevoked)));
-        let after = auth.tokens().issue_at(&id, Role::User, cutoff).expect("issue");
-        auth.authenticate(&store, &after.token).await.expect("issued at the cutoff is valid");
+        store.accounts.lock().expect("lock").insert(
+            id.clone(),
+            AccountAuth {
+                role: Role::User,
+                tokens_valid_after: Some(cutoff),
+            },
+        );
+        assert!(matches!(
+            auth.authenticate(&store, &before.token).await,
+            Err(Error::TokenRevoked)
+        ));
+        let after = auth
+            .tokens()
+            .issue_at(&id, Role::User, cutoff)
+            .expect("issue");
+        auth.authenticate(&store, &after.token)
+            .await
+            .expect("issued at the cutoff is valid");
 
         // Account deleted.
         store.accounts.lock().expect("lock").clear();
-        assert!(matches!(auth.authenticate(&store, &after.token).await, Err(Error::TokenRevoked)));
+        assert!(matches!(
+            auth.authenticate(&store, &after.token).await,
+            Err(Error::TokenRevoked)
+        ));
     }
 }

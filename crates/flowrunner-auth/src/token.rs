@@ -50,12 +50,16 @@ impl Claims {
 
     /// When the token was issued, with millisecond precision.
     pub fn issued_at(&self) -> Result<DateTime<Utc>> {
-        Utc.timestamp_millis_opt(self.iat_ms).single().ok_or(Error::InvalidToken)
+        Utc.timestamp_millis_opt(self.iat_ms)
+            .single()
+            .ok_or(Error::InvalidToken)
     }
 
     /// When the token expires.
     pub fn expires_at(&self) -> Result<DateTime<Utc>> {
-        Utc.timestamp_opt(self.exp, 0).single().ok_or(Error::InvalidToken)
+        Utc.timestamp_opt(self.exp, 0)
+            .single()
+            .ok_or(Error::InvalidToken)
     }
 }
 
@@ -81,7 +85,9 @@ pub struct TokenService {
 
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenService").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("TokenService")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,7 +124,12 @@ impl TokenService {
     }
 
     /// Issues a token as if it were `now` (tests use a past time to make expired tokens).
-    pub fn issue_at(&self, account: &AccountId, role: Role, now: DateTime<Utc>) -> Result<IssuedToken> {
+    pub fn issue_at(
+        &self,
+        account: &AccountId,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken> {
         let expires_at = now + self.ttl;
         let claims = Claims {
             sub: account.as_str().to_string(),
@@ -128,25 +139,34 @@ impl TokenService {
             exp: expires_at.timestamp(),
             jti: uuid::Uuid::new_v4().simple().to_string(),
         };
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(Error::Jwt)?;
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(Error::Jwt)?;
         let expires_at = claims.expires_at()?;
-        Ok(IssuedToken { token, claims, expires_at })
+        Ok(IssuedToken {
+            token,
+            claims,
+            expires_at,
+        })
     }
 
     /// Checks a token's signature, algorithm and expiry and returns its claims.
     ///
     /// This does not consult revocations; [`crate::Authenticator`] does.
     pub fn verify(&self, token: &str) -> Result<Claims> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => Error::TokenExpired,
                 _ => Error::InvalidToken,
-            }
-        })?;
+            })?;
         let claims = data.claims;
         if claims.jti.is_empty() || claims.iat_ms < 0 {
             return Err(Error::InvalidToken);
+        }
+        // The library accepts a token during the second of its `exp`; we do not: a token is
+        // valid strictly before `exp`, so once a revocation is pruned (after `exp`) the token
+        // cannot come back to life.
+        if Utc::now().timestamp() >= claims.exp {
+            return Err(Error::TokenExpired);
         }
         claims.account_id()?;
         Ok(claims)
@@ -181,32 +201,75 @@ mod tests {
     fn rejects_expired_tampered_and_foreign_tokens() {
         let tokens = service();
         let account = AccountId::generate();
-        let old = tokens.issue_at(&account, Role::Admin, Utc::now() - chrono::Duration::hours(2)).expect("issue");
-        assert!(matches!(tokens.verify(&old.token), Err(Error::TokenExpired)));
+        let old = tokens
+            .issue_at(
+                &account,
+                Role::Admin,
+                Utc::now() - chrono::Duration::hours(2),
+            )
+            .expect("issue");
+        assert!(matches!(
+            tokens.verify(&old.token),
+            Err(Error::TokenExpired)
+        ));
 
         let fresh = tokens.issue(&account, Role::User).expect("issue");
         let foreign = service();
-        assert!(matches!(foreign.verify(&fresh.token), Err(Error::InvalidToken)));
+        assert!(matches!(
+            foreign.verify(&fresh.token),
+            Err(Error::InvalidToken)
+        ));
 
         let mut tampered = fresh.token.clone();
         tampered.push('x');
         assert!(matches!(tokens.verify(&tampered), Err(Error::InvalidToken)));
         for garbage in ["", "abc", "a.b.c", "Bearer x"] {
-            assert!(matches!(tokens.verify(garbage), Err(Error::InvalidToken)), "{garbage}");
+            assert!(
+                matches!(tokens.verify(garbage), Err(Error::InvalidToken)),
+                "{garbage}"
+            );
         }
 
         // alg=none must not pass.
         let header = base64url(br#"{"alg":"none","typ":"JWT"}"#);
         let payload = base64url(serde_json_claims(&fresh.claims).as_bytes());
-        assert!(matches!(tokens.verify(&format!("{header}.{payload}.")), Err(Error::InvalidToken)));
+        assert!(matches!(
+            tokens.verify(&format!("{header}.{payload}.")),
+            Err(Error::InvalidToken)
+        ));
+    }
+
+    #[test]
+    fn a_token_is_expired_from_the_second_of_its_exp() {
+        let tokens = TokenService::new(generate_secret().as_bytes(), Duration::from_secs(1))
+            .expect("service");
+        let account = AccountId::generate();
+        // Issued 1 s ago with a 1 s lifetime: `exp` is now (to the second).
+        let issued = tokens
+            .issue_at(
+                &account,
+                Role::User,
+                Utc::now() - chrono::Duration::seconds(1),
+            )
+            .expect("issue");
+        assert!(matches!(
+            tokens.verify(&issued.token),
+            Err(Error::TokenExpired)
+        ));
     }
 
     #[test]
     fn rejects_weak_secrets_and_bad_ttls() {
-        assert!(matches!(TokenService::new(b"short", Duration::from_secs(60)), Err(Error::WeakSecret)));
+        assert!(matches!(
+            TokenService::new(b"short", Duration::from_secs(60)),
+            Err(Error::WeakSecret)
+        ));
         let secret = generate_secret();
         assert_eq!(secret.len(), 64);
-        assert!(matches!(TokenService::new(secret.as_bytes(), Duration::ZERO), Err(Error::InvalidTtl(_))));
+        assert!(matches!(
+            TokenService::new(secret.as_bytes(), Duration::ZERO),
+            Err(Error::InvalidTtl(_))
+        ));
         assert!(matches!(
             TokenService::new(secret.as_bytes(), Duration::from_secs(400 * 86_400)),
             Err(Error::InvalidTtl(_))

@@ -1,21 +1,256 @@
-//! [`Engine`]: submission, scheduling, cancellation, queries and live watching of executions.
+//! [`Engine`]: submission, scheduling (global cap, per-flow concurrency, FIFO), cancellation,
+//! queries, live watching, recovery at start and shutdown.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use flowrunner_domain::{ExecutionId, LogLevel};
-use flowrunner_runtime::Runtime;
-use flowrunner_store::{ExecutionFilter, ExecutionRecord, Scope, Store};
+use chrono::Utc;
+use flowrunner_domain::{AccountId, ExecutionId, FlowId, LogLevel, RevisionId};
+use flowrunner_dsl::Flow;
+use flowrunner_runtime::{
+    Event, EventKind, ExecutionOutcome, ExecutionRequest, Runtime, SecretProvider, Snapshot,
+    StaticSecrets,
+};
+use flowrunner_store::{
+    Backend, EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord, JournalEntry,
+    JournalWriter, NewExecution, Scope, Store, WriterConfig, WriterStats,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::types::{LogLine, RunRequest, Submitted, Watch};
+use crate::journal::{StoreJournal, convert, row_change};
+use crate::types::{LiveEvents, LogLine, RunRequest, StoredEvent, SubscriberState, Submitted, Watch};
+
+/// How often an execution whose journal failed is retried before it is marked failed.
+const MAX_JOURNAL_RETRIES: u32 = 3;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A parsed flow revision, shared by every execution of it.
+struct FlowEntry {
+    flow: Arc<Flow>,
+    /// Whether the definition mentions `secrets` (otherwise none are loaded).
+    uses_secrets: bool,
+    /// `metadata.concurrency`.
+    concurrency: Option<usize>,
+}
+
+/// An execution waiting for (or holding) a run slot.
+struct Job {
+    id: ExecutionId,
+    flow_id: FlowId,
+    account: AccountId,
+    entry: Arc<FlowEntry>,
+    input: serde_json::Value,
+    /// Continue from this snapshot instead of starting over.
+    resume: Option<Snapshot>,
+    /// The stored `seq` of the next journal entry.
+    next_seq: i64,
+    /// Runs already interrupted by a journal failure.
+    retries: u32,
+}
+
+/// A running execution, as seen by `cancel`.
+struct Active {
+    cancel: CancellationToken,
+    done: watch::Receiver<bool>,
+}
+
+/// Where a queued job waits.
+struct QueuedAt {
+    ticket: u64,
+    flow_id: FlowId,
+}
+
+/// Run slots: the global cap, per-flow limits, and the FIFO queues.
+#[derive(Default)]
+struct Sched {
+    running: usize,
+    per_flow: HashMap<FlowId, usize>,
+    /// Jobs in arrival order, waiting for a global slot.
+    ready: BTreeMap<u64, Job>,
+    /// Jobs whose flow is at its concurrency limit, in arrival order.
+    blocked: HashMap<FlowId, BTreeMap<u64, Job>>,
+    queued: HashMap<ExecutionId, QueuedAt>,
+    active: HashMap<ExecutionId, Active>,
+    next_ticket: u64,
+    stopping: bool,
+}
+
+impl Sched {
+    fn push(&mut self, job: Job) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.queued.insert(
+            job.id.clone(),
+            QueuedAt {
+                ticket,
+                flow_id: job.flow_id.clone(),
+            },
+        );
+        self.ready.insert(ticket, job);
+    }
+
+    /// Takes every job that may start now (in arrival order) and marks it active.
+    fn take_startable(&mut self, max_running: usize) -> Vec<(Job, CancellationToken, watch::Sender<bool>)> {
+        let mut out = Vec::new();
+        if self.stopping {
+            return out;
+        }
+        while self.running < max_running {
+            let Some((ticket, job)) = self.ready.pop_first() else {
+                break;
+            };
+            let running = self.per_flow.get(&job.flow_id).copied().unwrap_or(0);
+            if job.entry.concurrency.is_some_and(|limit| running >= limit) {
+                self.blocked
+                    .entry(job.flow_id.clone())
+                    .or_default()
+                    .insert(ticket, job);
+                continue;
+            }
+            self.running += 1;
+            *self.per_flow.entry(job.flow_id.clone()).or_default() += 1;
+            self.queued.remove(&job.id);
+            let cancel = CancellationToken::new();
+            let (done_tx, done_rx) = watch::channel(false);
+            self.active.insert(
+                job.id.clone(),
+                Active {
+                    cancel: cancel.clone(),
+                    done: done_rx,
+                },
+            );
+            out.push((job, cancel, done_tx));
+        }
+        out
+    }
+
+    /// Frees the slot of a finished job; the oldest job blocked on its flow becomes ready.
+    fn release(&mut self, id: &ExecutionId, flow_id: &FlowId) {
+        if self.active.remove(id).is_none() {
+            return;
+        }
+        self.running = self.running.saturating_sub(1);
+        if let Some(n) = self.per_flow.get_mut(flow_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_flow.remove(flow_id);
+            }
+        }
+        if let Some(blocked) = self.blocked.get_mut(flow_id) {
+            if let Some((ticket, job)) = blocked.pop_first() {
+                self.ready.insert(ticket, job);
+            }
+            if blocked.is_empty() {
+                self.blocked.remove(flow_id);
+            }
+        }
+    }
+
+    /// Removes a queued job (for cancellation).
+    fn remove_queued(&mut self, id: &ExecutionId) -> Option<Job> {
+        let at = self.queued.remove(id)?;
+        if let Some(job) = self.ready.remove(&at.ticket) {
+            return Some(job);
+        }
+        let blocked = self.blocked.get_mut(&at.flow_id)?;
+        let job = blocked.remove(&at.ticket);
+        if blocked.is_empty() {
+            self.blocked.remove(&at.flow_id);
+        }
+        job
+    }
+}
+
+/// One live subscriber of an execution.
+struct Subscriber {
+    tx: mpsc::Sender<StoredEvent>,
+    state: Arc<SubscriberState>,
+}
+
+/// Live subscribers by execution; fed by the writer's `on_commit`, so only with durable events.
+#[derive(Default)]
+struct Hub {
+    subscribers: Mutex<HashMap<ExecutionId, Vec<Subscriber>>>,
+}
+
+impl Hub {
+    fn publish(&self, events: Vec<StoredEvent>) {
+        let mut subscribers = lock(&self.subscribers);
+        if subscribers.is_empty() {
+            return;
+        }
+        for event in events {
+            let terminal = event.is_terminal();
+            let Some(list) = subscribers.get_mut(&event.execution_id) else {
+                continue;
+            };
+            list.retain(|sub| match sub.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sub.state.lagged.store(true, Ordering::Release);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+            if terminal || list.is_empty() {
+                subscribers.remove(&event.execution_id);
+            }
+        }
+    }
+
+    fn subscribe(&self, id: &ExecutionId, buffer: usize) -> (mpsc::Receiver<StoredEvent>, Arc<SubscriberState>) {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        let state = Arc::new(SubscriberState::default());
+        lock(&self.subscribers)
+            .entry(id.clone())
+            .or_default()
+            .push(Subscriber {
+                tx,
+                state: Arc::clone(&state),
+            });
+        (rx, state)
+    }
+
+    /// Drops the subscriber whose state is `state` (its stream ends).
+    fn unsubscribe(&self, id: &ExecutionId, state: &Arc<SubscriberState>) {
+        let mut subscribers = lock(&self.subscribers);
+        if let Some(list) = subscribers.get_mut(id) {
+            list.retain(|sub| !Arc::ptr_eq(&sub.state, state));
+            if list.is_empty() {
+                subscribers.remove(id);
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        let mut subscribers = lock(&self.subscribers);
+        for (_, list) in subscribers.drain() {
+            for sub in list {
+                sub.state.shutdown.store(true, Ordering::Release);
+            }
+        }
+    }
+}
 
 struct Inner {
     store: Store,
-    #[allow(dead_code)]
     runtime: Runtime,
-    #[allow(dead_code)]
     config: EngineConfig,
+    writer: JournalWriter<StoredEvent>,
+    hub: Arc<Hub>,
+    flows: Mutex<HashMap<RevisionId, Arc<FlowEntry>>>,
+    sched: Mutex<Sched>,
+    /// Cancelled at shutdown: running tasks detach.
+    stop: CancellationToken,
+    /// Set at shutdown: journals write nothing more.
+    closed: Arc<AtomicBool>,
 }
 
 /// The durable execution engine. Cheap to clone (shared state).
@@ -26,35 +261,172 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").finish_non_exhaustive()
+        let sched = lock(&self.inner.sched);
+        f.debug_struct("Engine")
+            .field("worker_id", &self.inner.config.worker_id)
+            .field("running", &sched.running)
+            .field("queued", &sched.queued.len())
+            .finish_non_exhaustive()
     }
 }
 
+/// How a run task ended.
+enum RunEnd {
+    /// The execution reached a terminal state (or was failed by the engine).
+    Finished,
+    /// The engine is shutting down: nothing was marked; the execution resumes on next start.
+    Detached,
+    /// The journal failed; resume from the stored state.
+    Retry(String),
+}
+
 impl Engine {
-    /// Starts the store's journal writer, claims and resumes every unfinished execution, and
-    /// starts lease renewal. Call inside a tokio runtime.
+    /// Starts the store's journal writer, claims and resumes every unfinished execution (on
+    /// SQLite all of them: one process owns the database; on PostgreSQL those without a live
+    /// lease), and starts lease renewal. Call inside a tokio runtime.
     pub async fn start(store: Store, runtime: Runtime, config: EngineConfig) -> Result<Engine> {
-        Ok(Engine { inner: Arc::new(Inner { store, runtime, config }) })
+        let mut config = config;
+        config.max_running = config.max_running.max(1);
+        config.subscriber_buffer = config.subscriber_buffer.max(1);
+        let hub = Arc::new(Hub::default());
+        let publish = Arc::clone(&hub);
+        let writer = store.start_writer(
+            WriterConfig {
+                max_batch: config.max_batch.max(1),
+                ..WriterConfig::default()
+            },
+            move |events| publish.publish(events),
+        )?;
+        let inner = Arc::new(Inner {
+            store,
+            runtime,
+            config,
+            writer,
+            hub,
+            flows: Mutex::new(HashMap::new()),
+            sched: Mutex::new(Sched::default()),
+            stop: CancellationToken::new(),
+            closed: Arc::new(AtomicBool::new(false)),
+        });
+        let engine = Engine { inner };
+        engine.recover().await?;
+        spawn_lease_renewal(Arc::downgrade(&engine.inner), engine.inner.stop.clone());
+        Ok(engine)
     }
 
     /// Creates an execution of the flow's current revision and schedules it. With an
     /// idempotency key used for the same flow and account in the last 24 hours, returns that
     /// execution (`created: false`). [`Error::NotFound`] if the flow does not exist (or was
     /// deleted, or is not visible in `req.scope`); [`Error::InvalidInput`] with one entry per
-    /// field.
+    /// field; [`Error::ShuttingDown`] after [`shutdown`](Self::shutdown).
     pub async fn submit(&self, req: RunRequest) -> Result<Submitted> {
-        let _ = req;
-        Err(Error::Runtime("not implemented yet".into()))
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let flow = inner
+            .store
+            .get_flow(&req.flow_id, req.scope)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let entry = inner.flow_entry(&flow.revision_id, &flow.definition)?;
+        let input = entry.flow.check_input(&req.input).map_err(Error::InvalidInput)?;
+        let new = NewExecution {
+            flow_id: flow.id.clone(),
+            revision_id: flow.revision_id.clone(),
+            revision: flow.revision,
+            flow_version: flow.version.clone(),
+            account_id: flow.owner_id.clone(),
+            input: input.clone(),
+            idempotency_key: req.idempotency_key,
+            owner: Some(inner.config.worker_id.clone()),
+            lease_until: Some(Utc::now() + inner.config.lease),
+        };
+        let created = match inner.writer.create_execution(new.clone()).await {
+            // Another process inserted the same idempotency key at the same moment.
+            Err(flowrunner_store::Error::Conflict(_)) if new.idempotency_key.is_some() => {
+                inner.writer.create_execution(new).await?
+            }
+            other => other?,
+        };
+        let (record, created) = created;
+        if created {
+            inner.enqueue(Job {
+                id: record.id.clone(),
+                flow_id: record.flow_id.clone(),
+                account: record.account_id.clone(),
+                entry,
+                input,
+                resume: None,
+                next_seq: 0,
+                retries: 0,
+            });
+        }
+        Ok(Submitted {
+            execution: record,
+            created,
+        })
     }
 
     /// Cancels an execution. A queued one is cancelled at once; a running one is interrupted
     /// (its running node stops) and the call waits, bounded by
     /// [`EngineConfig::cancel_wait`], until the cancellation is persisted. Returns the record
-    /// (status `cancelled`). [`Error::NotFound`] when it does not exist or belongs to another
-    /// account; [`Error::AlreadyFinished`] when it already ended.
+    /// (status `cancelled`, unless the execution finished on its own in the meantime).
+    /// [`Error::NotFound`] when it does not exist or is not visible in `scope`;
+    /// [`Error::AlreadyFinished`] when it had already ended.
     pub async fn cancel(&self, id: &ExecutionId, scope: Scope) -> Result<ExecutionRecord> {
-        let _ = (id, scope);
-        Err(Error::NotFound)
+        let inner = &self.inner;
+        let record = inner
+            .store
+            .get_execution(id, scope)
+            .await?
+            .ok_or(Error::NotFound)?;
+        if record.status.is_terminal() {
+            return Err(Error::AlreadyFinished);
+        }
+        enum Found {
+            Queued(Box<Job>),
+            Running(CancellationToken, watch::Receiver<bool>),
+            Elsewhere,
+        }
+        let found = {
+            let mut sched = lock(&inner.sched);
+            if let Some(job) = sched.remove_queued(id) {
+                Found::Queued(Box::new(job))
+            } else if let Some(active) = sched.active.get(id) {
+                Found::Running(active.cancel.clone(), active.done.clone())
+            } else {
+                Found::Elsewhere
+            }
+        };
+        match found {
+            Found::Queued(job) => {
+                inner
+                    .finish_directly(&job.id, &job.entry.flow, job.next_seq, EventKind::Cancelled)
+                    .await?;
+            }
+            Found::Running(cancel, mut done) => {
+                cancel.cancel();
+                let wait = done.wait_for(|finished| *finished);
+                // Timing out or the run task vanishing both end in a re-read of the record.
+                let _ended = tokio::time::timeout(inner.config.cancel_wait, wait).await;
+            }
+            Found::Elsewhere => {
+                // Not held by this process (e.g. claimed by no one yet): cancel it in the store.
+                let last = inner.store.last_event_seq(id).await?;
+                let flow = inner.flow_for_revision(&record.revision_id).await.ok();
+                let empty = Arc::new(empty_flow());
+                let flow = flow.map_or(empty, |entry| Arc::clone(&entry.flow));
+                inner
+                    .finish_directly(id, &flow, last.map_or(0, |s| s + 1), EventKind::Cancelled)
+                    .await?;
+            }
+        }
+        inner
+            .store
+            .get_execution(id, Scope::All)
+            .await?
+            .ok_or(Error::NotFound)
     }
 
     /// The execution, if it exists and is visible in `scope`.
@@ -70,7 +442,11 @@ impl Engine {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<ExecutionRecord>, i64)> {
-        Ok(self.inner.store.list_executions(scope, filter, limit, offset).await?)
+        Ok(self
+            .inner
+            .store
+            .list_executions(scope, filter, limit, offset)
+            .await?)
     }
 
     /// One page of an execution's log lines (oldest first) at `min_level` or above, and the
@@ -83,18 +459,449 @@ impl Engine {
         limit: i64,
         offset: i64,
     ) -> Result<Option<(Vec<LogLine>, i64)>> {
-        let _ = (id, scope, min_level, limit, offset);
-        Ok(None)
+        let store = &self.inner.store;
+        if store.get_execution(id, scope).await?.is_none() {
+            return Ok(None);
+        }
+        let filter = EventFilter {
+            min_level,
+            logs_only: true,
+            ..EventFilter::default()
+        };
+        let (events, total) = store.list_execution_events(id, filter, limit, offset).await?;
+        let lines = events.into_iter().filter_map(log_line).collect();
+        Ok(Some((lines, total)))
     }
 
-    /// Watches an execution: its committed history, then live events. `None` when the
-    /// execution is not found in `scope`.
+    /// Watches an execution: its committed history, then live events (only `seq` after the
+    /// history), without gap or duplicate. `None` when the execution is not found in `scope`.
     pub async fn watch(&self, id: &ExecutionId, scope: Scope) -> Result<Option<Watch>> {
-        let _ = (id, scope);
-        Ok(None)
+        let inner = &self.inner;
+        if inner.store.get_execution(id, scope).await?.is_none() {
+            return Ok(None);
+        }
+        // Subscribe first, then read the history: every event committed after the read is
+        // delivered live; duplicates are filtered by seq.
+        let (rx, state) = inner.hub.subscribe(id, inner.config.subscriber_buffer);
+        let (events, _) = match inner
+            .store
+            .list_execution_events(id, EventFilter::default(), i64::MAX, 0)
+            .await
+        {
+            Ok(found) => found,
+            Err(err) => {
+                inner.hub.unsubscribe(id, &state);
+                return Err(err.into());
+            }
+        };
+        let history: Vec<StoredEvent> = events.into_iter().map(stored_event).collect();
+        let finished = history.last().is_some_and(StoredEvent::is_terminal);
+        if finished {
+            inner.hub.unsubscribe(id, &state);
+        }
+        let after_seq = history.last().map(|e| e.seq);
+        Ok(Some(Watch {
+            history,
+            live: LiveEvents {
+                rx,
+                state,
+                after_seq,
+            },
+            finished,
+        }))
     }
 
     /// Stops claiming work, stops running executions without marking them (they resume on
     /// the next start), flushes the writer and releases this worker's leases.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        lock(&inner.sched).stopping = true;
+        inner.closed.store(true, Ordering::Release);
+        inner.stop.cancel();
+        if let Err(err) = inner.writer.flush().await {
+            log::warn!("engine shutdown: flushing the journal failed: {err}");
+        }
+        match inner.writer.release_leases(&inner.config.worker_id).await {
+            Ok(n) => log::info!("engine shutdown: released {n} lease(s)"),
+            Err(err) => log::warn!("engine shutdown: releasing leases failed: {err}"),
+        }
+        if let Err(err) = inner.writer.close().await {
+            log::warn!("engine shutdown: closing the journal writer failed: {err}");
+        }
+        inner.hub.shutdown();
+    }
+
+    /// The journal writer's counters (commits, messages, rejected writes).
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.writer.stats()
+    }
+
+    /// Executions of this process currently holding a run slot, and those queued.
+    pub fn load(&self) -> (usize, usize) {
+        let sched = lock(&self.inner.sched);
+        (sched.running, sched.queued.len())
+    }
+
+    /// Claims and schedules unfinished executions, oldest first.
+    async fn recover(&self) -> Result<()> {
+        let inner = &self.inner;
+        let now = Utc::now();
+        let take_all = inner.store.backend() == Backend::Sqlite;
+        let claimed = inner
+            .writer
+            .claim_unfinished(&inner.config.worker_id, now + inner.config.lease, now, take_all)
+            .await?;
+        if !claimed.is_empty() {
+            log::info!("resuming {} unfinished execution(s)", claimed.len());
+        }
+        for claimed in claimed {
+            let record = claimed.record;
+            let next_seq = claimed.last_seq.map_or(0, |s| s + 1);
+            match inner.resume_job(&record, next_seq).await {
+                Ok(job) => inner.enqueue(job),
+                Err(err) => {
+                    log::error!("execution {} cannot be resumed: {err}", record.id);
+                    let flow = Arc::new(empty_flow());
+                    let failed = EventKind::Failed {
+                        error: format!("the execution cannot be resumed: {err}"),
+                        node_id: None,
+                    };
+                    if let Err(err) = inner.finish_directly(&record.id, &flow, next_seq, failed).await {
+                        log::error!("execution {} could not be marked failed: {err}", record.id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// The parsed flow of a revision, from the cache or parsed now.
+    fn flow_entry(&self, revision: &RevisionId, definition: &str) -> Result<Arc<FlowEntry>> {
+        if let Some(entry) = lock(&self.flows).get(revision) {
+            return Ok(Arc::clone(entry));
+        }
+        let parsed = self
+            .runtime
+            .parse(definition)
+            .map_err(|diagnostics| Error::InvalidFlow(diagnostics.to_string()))?;
+        let flow = parsed.flow;
+        let entry = Arc::new(FlowEntry {
+            concurrency: flow
+                .metadata
+                .concurrency
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX).max(1)),
+            uses_secrets: definition.contains("secrets"),
+            flow: Arc::new(flow),
+        });
+        lock(&self.flows).insert(revision.clone(), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    /// The parsed flow of a stored revision (read from the store when not cached).
+    async fn flow_for_revision(&self, revision: &RevisionId) -> Result<Arc<FlowEntry>> {
+        if let Some(entry) = lock(&self.flows).get(revision) {
+            return Ok(Arc::clone(entry));
+        }
+        let stored = self
+            .store
+            .get_revision(revision)
+            .await?
+            .ok_or(Error::NotFound)?;
+        self.flow_entry(revision, &stored.definition)
+    }
+
+    /// A job that continues a stored execution from its snapshot (or from the start).
+    async fn resume_job(&self, record: &ExecutionRecord, next_seq: i64) -> Result<Job> {
+        let entry = self.flow_for_revision(&record.revision_id).await?;
+        let resume = record
+            .snapshot
+            .clone()
+            .map(serde_json::from_value::<Snapshot>)
+            .transpose()
+            .map_err(|e| Error::Runtime(format!("unreadable snapshot: {e}")))?;
+        Ok(Job {
+            id: record.id.clone(),
+            flow_id: record.flow_id.clone(),
+            account: record.account_id.clone(),
+            entry,
+            input: record.input.clone(),
+            resume,
+            next_seq,
+            retries: 0,
+        })
+    }
+
+    fn enqueue(self: &Arc<Self>, job: Job) {
+        let starts = {
+            let mut sched = lock(&self.sched);
+            sched.push(job);
+            sched.take_startable(self.config.max_running)
+        };
+        self.spawn_all(starts);
+    }
+
+    fn spawn_all(self: &Arc<Self>, starts: Vec<(Job, CancellationToken, watch::Sender<bool>)>) {
+        for (job, cancel, done) in starts {
+            let inner = Arc::clone(self);
+            tokio::spawn(async move { inner.run_job(job, cancel, done).await });
+        }
+    }
+
+    /// Runs one job to its end, then frees its slot and starts what may start.
+    async fn run_job(self: Arc<Self>, job: Job, cancel: CancellationToken, done: watch::Sender<bool>) {
+        let end = self.execute(&job, &cancel).await;
+        let id = job.id.clone();
+        let flow_id = job.flow_id.clone();
+        let retry = match end {
+            RunEnd::Detached => {
+                let _ = done.send(true);
+                return;
+            }
+            RunEnd::Finished => None,
+            RunEnd::Retry(reason) => Some((job, reason)),
+        };
+        let starts = {
+            let mut sched = lock(&self.sched);
+            sched.release(&id, &flow_id);
+            sched.take_startable(self.config.max_running)
+        };
+        // Wake cancel() only after the slot is free.
+        let _no_waiters = done.send(true);
+        self.spawn_all(starts);
+        if let Some((job, reason)) = retry {
+            self.retry(job, reason).await;
+        }
+    }
+
+    /// After a journal failure: resume from the stored state, or give up and fail it.
+    async fn retry(self: &Arc<Self>, job: Job, reason: String) {
+        log::warn!("execution {} interrupted: {reason}", job.id);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let reloaded = async {
+            let record = self
+                .store
+                .get_execution(&job.id, Scope::All)
+                .await?
+                .ok_or(Error::NotFound)?;
+            let last = self.store.last_event_seq(&job.id).await?;
+            Ok::<_, Error>((record, last.map_or(0, |s| s + 1)))
+        }
+        .await;
+        match reloaded {
+            Ok((record, _)) if record.status.is_terminal() => {}
+            Ok((record, next_seq)) if job.retries < MAX_JOURNAL_RETRIES => {
+                match self.resume_job(&record, next_seq).await {
+                    Ok(mut resumed) => {
+                        resumed.retries = job.retries + 1;
+                        self.enqueue(resumed);
+                    }
+                    Err(err) => log::error!("execution {} cannot be resumed: {err}", job.id),
+                }
+            }
+            Ok((_, next_seq)) => {
+                let failed = EventKind::Failed {
+                    error: format!("the execution journal failed repeatedly: {reason}"),
+                    node_id: None,
+                };
+                if let Err(err) = self.finish_directly(&job.id, &job.entry.flow, next_seq, failed).await {
+                    log::error!("execution {} could not be marked failed: {err}", job.id);
+                }
+            }
+            Err(err) => log::error!("execution {} could not be reloaded: {err}", job.id),
+        }
+    }
+
+    /// Starts the runtime on a job and waits for its outcome.
+    async fn execute(self: &Arc<Self>, job: &Job, cancel: &CancellationToken) -> RunEnd {
+        let secrets: Arc<dyn SecretProvider> = if job.entry.uses_secrets {
+            match self.store.secret_values(&job.account).await {
+                Ok(values) => Arc::new(values.into_iter().collect::<StaticSecrets>()),
+                Err(flowrunner_store::Error::NoSecretKey) => Arc::new(StaticSecrets::new()),
+                Err(err) => {
+                    return self
+                        .fail_job(job, job.next_seq, format!("cannot load secrets: {err}"))
+                        .await;
+                }
+            }
+        } else {
+            Arc::new(StaticSecrets::new())
+        };
+        let offset = match &job.resume {
+            Some(snapshot) => job.next_seq - i64::try_from(snapshot.next_seq).unwrap_or(i64::MAX),
+            None => job.next_seq,
+        };
+        let journal = Arc::new(StoreJournal {
+            writer: self.writer.clone(),
+            flow: Arc::clone(&job.entry.flow),
+            offset,
+            next_seq: AtomicI64::new(job.next_seq),
+            owner: self.config.worker_id.clone(),
+            lease: self.config.lease,
+            closed: Arc::clone(&self.closed),
+            pending: Mutex::new(Vec::new()),
+        });
+        let mut request = ExecutionRequest::new(Arc::clone(&job.entry.flow), job.input.clone())
+            .execution_id(job.id.clone())
+            .secrets(secrets)
+            .journal(Arc::clone(&journal) as Arc<dyn flowrunner_runtime::Journal>);
+        if let Some(snapshot) = &job.resume {
+            request = request.resume(snapshot.clone());
+        }
+        let handle = match self.runtime.start(request) {
+            Ok(handle) => handle,
+            Err(err) => {
+                return self
+                    .fail_job(job, journal.next_seq(), format!("cannot start: {err}"))
+                    .await;
+            }
+        };
+        let runtime_cancel = handle.cancellation_token();
+        let wait = handle.wait();
+        tokio::pin!(wait);
+        let outcome = tokio::select! {
+            biased;
+            outcome = &mut wait => outcome,
+            () = cancel.cancelled() => {
+                runtime_cancel.cancel();
+                tokio::select! {
+                    biased;
+                    outcome = &mut wait => outcome,
+                    () = self.stop.cancelled() => return RunEnd::Detached,
+                }
+            }
+            () = self.stop.cancelled() => return RunEnd::Detached,
+        };
+        match outcome {
+            ExecutionOutcome::Interrupted { reason } => {
+                if self.closed.load(Ordering::Acquire) {
+                    RunEnd::Detached
+                } else {
+                    RunEnd::Retry(reason)
+                }
+            }
+            ExecutionOutcome::Completed { .. }
+            | ExecutionOutcome::Failed { .. }
+            | ExecutionOutcome::Cancelled => RunEnd::Finished,
+        }
+    }
+
+    async fn fail_job(&self, job: &Job, next_seq: i64, error: String) -> RunEnd {
+        log::warn!("execution {} failed before running: {error}", job.id);
+        let failed = EventKind::Failed { error, node_id: None };
+        if let Err(err) = self.finish_directly(&job.id, &job.entry.flow, next_seq, failed).await {
+            log::error!("execution {} could not be marked failed: {err}", job.id);
+        }
+        RunEnd::Finished
+    }
+
+    /// Ends an execution that is not running here with a terminal event at `seq`.
+    async fn finish_directly(
+        &self,
+        id: &ExecutionId,
+        flow: &Flow,
+        seq: i64,
+        kind: EventKind,
+    ) -> Result<()> {
+        let event = Event {
+            execution_id: id.clone(),
+            seq: u64::try_from(seq).unwrap_or_default(),
+            timestamp: Utc::now(),
+            kind,
+        };
+        let (row, stored) = convert(&event, seq, flow)
+            .map_err(|e| Error::Runtime(format!("cannot encode event: {e}")))?;
+        let entry = JournalEntry {
+            event: row,
+            snapshot: None,
+            change: row_change(&event, &self.config.worker_id, self.config.lease),
+            payload: stored,
+        };
+        match self.writer.append(entry).await?.wait().await {
+            Ok(()) => Ok(()),
+            Err(flowrunner_store::Error::Conflict(_)) => Err(Error::AlreadyFinished),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// Renews this worker's leases every `lease / 3` until the engine stops or is dropped.
+fn spawn_lease_renewal(inner: Weak<Inner>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let period = {
+            let Some(inner) = inner.upgrade() else { return };
+            (inner.config.lease / 3).max(std::time::Duration::from_millis(10))
+        };
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let Some(inner) = inner.upgrade() else { return };
+            let until = Utc::now() + inner.config.lease;
+            if let Err(err) = inner.writer.renew_leases(&inner.config.worker_id, until).await {
+                log::warn!("lease renewal failed: {err}");
+            }
+        }
+    });
+}
+
+/// A flow without nodes, for converting events of executions whose flow is unavailable.
+fn empty_flow() -> Flow {
+    Flow {
+        metadata: flowrunner_dsl::Metadata {
+            name: String::new(),
+            description: None,
+            version: String::new(),
+            concurrency: None,
+            tags: Vec::new(),
+            max_steps: 0,
+        },
+        inputs: Default::default(),
+        start: String::new(),
+        nodes: Default::default(),
+        output: None,
+    }
+}
+
+fn stored_event(event: ExecutionEvent) -> StoredEvent {
+    StoredEvent {
+        execution_id: event.execution_id,
+        seq: u64::try_from(event.seq).unwrap_or_default(),
+        timestamp: event.created_at,
+        kind: event.kind,
+        node_id: event.node_id,
+        node_type: event.node_type,
+        data: event.data.unwrap_or(serde_json::Value::Null),
+    }
+}
+
+fn log_line(event: ExecutionEvent) -> Option<LogLine> {
+    let level = event.level?;
+    let data = if event.kind == "log" {
+        event
+            .data
+            .as_ref()
+            .and_then(|d| d.get("data"))
+            .filter(|d| !d.is_null())
+            .cloned()
+    } else {
+        None
+    };
+    Some(LogLine {
+        seq: u64::try_from(event.seq).unwrap_or_default(),
+        timestamp: event.created_at,
+        level,
+        message: event.message.unwrap_or_default(),
+        node_id: event.node_id,
+        node_type: event.node_type,
+        data,
+    })
 }

@@ -20,6 +20,7 @@
 mod config;
 mod engine;
 mod error;
+mod journal;
 mod types;
 
 pub use config::{

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use flowrunner_domain::{LogLevel, parse_duration};
-use flowrunner_dsl::template::json_truthy;
+use flowrunner_dsl::semantics;
 use flowrunner_dsl::{NodeSpec, OUTCOME_DEFAULT};
 use serde_json::{Map, Value, json};
 use ureq::Agent;
 
-use crate::http::{self, DEFAULT_HTTP_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, HttpCall, StatusSet};
+use crate::http::{self, DEFAULT_HTTP_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, HttpCall};
 use crate::journal::BoxFuture;
 use crate::node::{NodeContext, NodeError, NodeOutput, NodeType};
 
@@ -159,7 +159,7 @@ struct HttpRequest {
 }
 
 impl HttpRequest {
-    fn call(params: &mut Value, ctx: &NodeContext) -> Result<(HttpCall, StatusSet), NodeError> {
+    fn call(params: &mut Value, ctx: &NodeContext) -> Result<(HttpCall, Option<Value>), NodeError> {
         let method = method_param(params, "GET")?;
         let url = required_string(params, "url")?;
         check_url(&url)?;
@@ -177,7 +177,9 @@ impl HttpRequest {
             (None, None) => None,
         };
         let timeout = request_timeout(params, ctx)?;
-        let expected = StatusSet::parse(params.get("expected_status"))?;
+        let expected = take_param(params, "expected_status");
+        // Reject a malformed `expected_status` before sending anything.
+        semantics::status_allowed(expected.as_ref(), 200).map_err(NodeError::permanent)?;
         let max_response_bytes = match take_param(params, "max_response_bytes") {
             None => DEFAULT_MAX_RESPONSE_BYTES,
             Some(value) => value.as_u64().ok_or_else(|| {
@@ -210,7 +212,9 @@ impl NodeType for HttpRequest {
             let reply = ctx
                 .run_blocking(move || http::perform(&agent, call))
                 .await??;
-            if !expected.contains(reply.status) {
+            if !semantics::status_allowed(expected.as_ref(), reply.status)
+                .map_err(NodeError::permanent)?
+            {
                 return Err(NodeError::new(format!(
                     "HTTP request failed with status {}",
                     reply.status
@@ -279,7 +283,7 @@ impl NodeType for Webhook {
             let reply = ctx
                 .run_blocking(move || http::perform(&agent, call))
                 .await??;
-            if !StatusSet::success().contains(reply.status) {
+            if !(200..=299).contains(&reply.status) {
                 return Err(NodeError::new(format!(
                     "webhook delivery failed with status {}",
                     reply.status
@@ -318,32 +322,15 @@ impl NodeType for Condition {
     }
 
     fn execute(&self, _ctx: NodeContext, params: Value) -> BoxFuture<'static, NodeResult> {
-        let result = params.get("if").is_some_and(json_truthy);
-        let outcome = if result { "true" } else { "false" };
+        let outcome = semantics::condition_outcome(params.get("if").unwrap_or(&Value::Null));
         ready(Ok(
-            NodeOutput::new(json!({ "result": result })).with_outcome(outcome)
+            NodeOutput::new(json!({ "result": outcome == "true" })).with_outcome(outcome)
         ))
     }
 }
 
 /// `switch`.
 struct Switch;
-
-fn case_matches(value: &Value, case: &Value) -> bool {
-    if value == case {
-        return true;
-    }
-    match (value, case) {
-        (Value::Number(a), Value::Number(b)) => {
-            a.as_f64().zip(b.as_f64()).is_some_and(|(a, b)| a == b)
-        }
-        (Value::String(_), Value::Number(_) | Value::Bool(_))
-        | (Value::Number(_) | Value::Bool(_), Value::String(_)) => {
-            scalar_text(value) == scalar_text(case)
-        }
-        _ => false,
-    }
-}
 
 impl NodeType for Switch {
     fn spec(&self) -> NodeSpec {
@@ -365,10 +352,7 @@ impl NodeType for Switch {
                 ))));
             }
         };
-        let matched = cases
-            .iter()
-            .find(|case| case_matches(&value, case))
-            .map(scalar_text);
+        let matched = semantics::switch_outcome(&value, cases);
         let outcome = matched
             .clone()
             .unwrap_or_else(|| OUTCOME_DEFAULT.to_string());
@@ -503,15 +487,6 @@ impl NodeType for Fail {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn switch_matching_is_loose_on_scalars() {
-        assert!(case_matches(&json!(2), &json!("2")));
-        assert!(case_matches(&json!("true"), &json!(true)));
-        assert!(case_matches(&json!(2.0), &json!(2)));
-        assert!(!case_matches(&json!(null), &json!("")));
-        assert!(!case_matches(&json!([1]), &json!("[1]")));
-    }
 
     #[test]
     fn every_builtin_has_its_dsl_spec() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use std::panic::AssertUnwindSafe;
 
 use chrono::{DateTime, Utc};
-use flowrunner_domain::format_duration;
+use flowrunner_domain::{ExecutionStatus, format_duration};
 use flowrunner_dsl::{Flow, Node, OUTCOME_ERROR};
 use futures_util::FutureExt;
 use indexmap::IndexMap;
@@ -48,6 +48,19 @@ pub enum ExecutionOutcome {
         /// Why.
         reason: String,
     },
+}
+
+impl ExecutionOutcome {
+    /// The final status, or `None` for [`ExecutionOutcome::Interrupted`] (the execution is
+    /// still running as far as its journal knows, and can be resumed).
+    pub fn status(&self) -> Option<ExecutionStatus> {
+        match self {
+            Self::Completed { .. } => Some(ExecutionStatus::Completed),
+            Self::Failed { .. } => Some(ExecutionStatus::Failed),
+            Self::Cancelled => Some(ExecutionStatus::Cancelled),
+            Self::Interrupted { .. } => None,
+        }
+    }
 }
 
 /// Mutable progress of an execution.
@@ -514,6 +527,24 @@ pub(crate) fn run_key(execution_id: &str, step: u32) -> Uuid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_map_to_statuses_and_serialize_with_a_status_tag() {
+        let failed = ExecutionOutcome::Failed {
+            error: "x".into(),
+            node_id: None,
+        };
+        assert_eq!(failed.status(), Some(ExecutionStatus::Failed));
+        assert_eq!(
+            ExecutionOutcome::Interrupted { reason: "r".into() }.status(),
+            None
+        );
+        let json = serde_json::to_value(&failed).expect("json");
+        assert_eq!(
+            json,
+            json!({"status": "failed", "error": "x", "node_id": null})
+        );
+    }
 
     #[test]
     fn run_keys_are_stable_per_step() {

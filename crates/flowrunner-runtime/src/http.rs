@@ -208,83 +208,6 @@ fn classify(err: &ureq::Error, call: &HttpCall) -> NodeError {
     }
 }
 
-/// Which statuses count as success: a list of inclusive ranges.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StatusSet(Vec<(u16, u16)>);
-
-impl StatusSet {
-    /// `200-299`.
-    pub(crate) fn success() -> Self {
-        Self(vec![(200, 299)])
-    }
-
-    /// Parses `expected_status`: an integer, `"200-299"`, `"204"`, or a list of these.
-    pub(crate) fn parse(value: Option<&Value>) -> Result<Self, NodeError> {
-        let Some(value) = value.filter(|v| !v.is_null()) else {
-            return Ok(Self::success());
-        };
-        let mut ranges = Vec::new();
-        match value {
-            Value::Array(items) => {
-                for item in items {
-                    ranges.push(parse_status_item(item)?);
-                }
-            }
-            other => ranges.push(parse_status_item(other)?),
-        }
-        if ranges.is_empty() {
-            return Err(NodeError::permanent("`expected_status` must not be empty"));
-        }
-        Ok(Self(ranges))
-    }
-
-    pub(crate) fn contains(&self, status: u16) -> bool {
-        self.0
-            .iter()
-            .any(|(low, high)| (*low..=*high).contains(&status))
-    }
-}
-
-fn parse_status_item(item: &Value) -> Result<(u16, u16), NodeError> {
-    let invalid = || {
-        NodeError::permanent(format!(
-            "invalid `expected_status` entry {item}: expected a status code or a range such as \"200-299\""
-        ))
-    };
-    let code = |text: &str| -> Result<u16, NodeError> {
-        text.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|c| (100..=999).contains(c))
-            .ok_or_else(invalid)
-    };
-    match item {
-        Value::Number(n) => {
-            let c = n
-                .as_u64()
-                .and_then(|c| u16::try_from(c).ok())
-                .filter(|c| (100..=999).contains(c))
-                .ok_or_else(invalid)?;
-            Ok((c, c))
-        }
-        Value::String(s) => match s.split_once('-') {
-            Some((low, high)) => {
-                let (low, high) = (code(low)?, code(high)?);
-                if low > high {
-                    Err(invalid())
-                } else {
-                    Ok((low, high))
-                }
-            }
-            None => {
-                let c = code(s)?;
-                Ok((c, c))
-            }
-        },
-        _ => Err(invalid()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,24 +229,6 @@ mod tests {
         assert!(!verify_signature(b"Jefe", b"other", &sig));
         assert!(!verify_signature(b"Jefe", b"x", "md5=00"));
         assert!(!verify_signature(b"Jefe", b"x", "sha256=zz"));
-    }
-
-    #[test]
-    fn parses_expected_status() {
-        let s = StatusSet::parse(None).expect("default");
-        assert!(s.contains(200) && s.contains(299) && !s.contains(300));
-        let s = StatusSet::parse(Some(&json!([201, "400-404", "500"]))).expect("list");
-        assert!(s.contains(201) && s.contains(403) && s.contains(500) && !s.contains(200));
-        for bad in [
-            json!("abc"),
-            json!("300-200"),
-            json!(70000),
-            json!([]),
-            json!({"a": 1}),
-            json!(99),
-        ] {
-            assert!(StatusSet::parse(Some(&bad)).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -94,8 +94,8 @@ pub use journal::{BoxFuture, Journal, JournalError, MemoryJournal};
 pub use node::{NodeContext, NodeError, NodeOutput, NodeRegistry, NodeType};
 pub use retry::backoff_delay;
 pub use runtime::{
-    DEFAULT_BLOCKING_THREADS, DEFAULT_EVENT_CAPACITY, ExecutionHandle, ExecutionRequest, Runtime,
-    RuntimeBuilder,
+    DEFAULT_BLOCKING_THREADS, DEFAULT_EVENT_CAPACITY, ExecutionHandle, ExecutionRequest,
+    MAX_EVENT_CAPACITY, Runtime, RuntimeBuilder,
 };
 pub use secrets::{REDACTED, SecretProvider, StaticSecrets};
 pub use snapshot::{InFlight, SNAPSHOT_FORMAT, Snapshot};

@@ -132,6 +132,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_job_nobody_waits_for_anymore_is_skipped() {
+        let pool = Arc::new(BlockingPool::new(1).expect("pool"));
+        let busy = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move {
+                pool.run(|| std::thread::sleep(Duration::from_millis(50)))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let flag = Arc::clone(&ran);
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(1),
+            pool.run(move || flag.fetch_add(1, Ordering::SeqCst)),
+        );
+        assert!(
+            abandoned.await.is_err(),
+            "the job cannot have run while the worker sleeps"
+        );
+        assert_eq!(busy.await.expect("join"), Ok(()));
+        assert_eq!(pool.run(|| 1).await, Ok(1));
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn a_panicking_job_is_an_error_and_the_worker_survives() {
         let pool = BlockingPool::new(1).expect("pool");
         let err = pool.run(|| -> u32 { panic!("boom") }).await;

@@ -32,7 +32,8 @@ pub fn backoff_delay(policy: &RetryPolicy, failed_attempt: u32, unit: f64) -> Du
         } else {
             0.0
         };
-        capped.mul_f64(0.5 + unit * 0.5)
+        // `try_` because a huge uncapped delay rounds above `Duration::MAX` as f64.
+        Duration::try_from_secs_f64(capped.as_secs_f64() * (0.5 + unit * 0.5)).unwrap_or(capped)
     } else {
         capped
     }
@@ -92,6 +93,16 @@ mod tests {
         assert_eq!(backoff_delay(&exp, 2, 0.0), Duration::from_millis(100));
         assert_eq!(backoff_delay(&exp, 2, 1.0), Duration::from_millis(200));
         assert_eq!(backoff_delay(&exp, 2, f64::NAN), Duration::from_millis(100));
+        let uncapped = RetryPolicy {
+            max_delay: Duration::ZERO,
+            ..exp
+        };
+        assert!(backoff_delay(&uncapped, u32::MAX, 1.0) >= Duration::from_secs(365 * 86_400));
+        let huge = RetryPolicy {
+            initial_delay: Duration::MAX,
+            ..uncapped
+        };
+        assert!(backoff_delay(&huge, 3, 1.0) >= Duration::from_secs(u64::MAX / 2));
         for _ in 0..100 {
             let d = backoff_delay_random(&exp, 3);
             assert!(

@@ -29,6 +29,9 @@ pub const DEFAULT_BLOCKING_THREADS: usize = 8;
 /// Default capacity of an execution's live event channel.
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
+/// Largest accepted [`RuntimeBuilder::event_capacity`].
+pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
+
 /// Configures and builds a [`Runtime`].
 pub struct RuntimeBuilder {
     blocking_threads: usize,
@@ -86,8 +89,10 @@ impl RuntimeBuilder {
         if self.blocking_threads == 0 {
             return Err(Error::Config("blocking_threads must be at least 1".into()));
         }
-        if self.event_capacity == 0 {
-            return Err(Error::Config("event_capacity must be at least 1".into()));
+        if !(1..=MAX_EVENT_CAPACITY).contains(&self.event_capacity) {
+            return Err(Error::Config(format!(
+                "event_capacity must be between 1 and {MAX_EVENT_CAPACITY}"
+            )));
         }
         let agent = http::new_agent();
         let mut nodes = builtins::all(&agent);
@@ -180,7 +185,9 @@ impl ExecutionRequest {
     }
 
     /// Continues the execution captured by `snapshot` instead of starting a new one. The
-    /// request's input is ignored (the snapshot's is used).
+    /// request's input is ignored (the snapshot's is used). Give the same secret provider as
+    /// the original run: the values of [`Snapshot::secret_keys`] are read from it again so they
+    /// stay redacted.
     pub fn resume(mut self, snapshot: Snapshot) -> Self {
         self.resume = Some(snapshot);
         self

@@ -734,6 +734,13 @@ async fn invalid_requests_are_rejected_before_running() {
         "{err}"
     );
     assert!(Runtime::builder().blocking_threads(0).build().is_err());
+    assert!(Runtime::builder().event_capacity(0).build().is_err());
+    assert!(
+        Runtime::builder()
+            .event_capacity(usize::MAX)
+            .build()
+            .is_err()
+    );
 }
 
 #[test]

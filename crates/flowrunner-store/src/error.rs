@@ -41,6 +41,9 @@ pub enum Error {
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The journal writer has been closed (or its thread stopped).
+    #[error("the journal writer is closed")]
+    WriterClosed,
     /// The blocking task running the query panicked or was cancelled.
     #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

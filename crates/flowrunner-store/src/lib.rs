@@ -42,4 +42,7 @@ pub use models::{
 };
 pub use store::{BlockingStore, Store};
 pub use executions::IDEMPOTENCY_WINDOW;
-pub use writer::DEFAULT_MAX_BATCH;
+pub use writer::{
+    ClaimedExecution, DEFAULT_MAX_BATCH, DEFAULT_WRITER_QUEUE, JournalEntry, JournalWriter,
+    NewEvent, RowChange, Ticket, WriterConfig, WriterStats,
+};

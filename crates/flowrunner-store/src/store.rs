@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::schema::settings;
 
 struct Inner {
+    target: Target,
     pool: Pool,
     backend: Backend,
     cipher: Option<SecretCipher>,
@@ -89,7 +90,7 @@ impl BlockingStore {
         // One direct connection first: fails fast with the driver's own message instead of
         // r2d2 retrying until its timeout.
         drop(conn::connect(&target)?);
-        let pool = conn::build_pool(target, config.pool_size)?;
+        let pool = conn::build_pool(target.clone(), config.pool_size)?;
         log::debug!(
             "connected to {} database {}",
             backend,
@@ -97,6 +98,7 @@ impl BlockingStore {
         );
         Ok(Self {
             inner: Arc::new(Inner {
+                target,
                 pool,
                 backend,
                 cipher,
@@ -119,6 +121,11 @@ impl BlockingStore {
     pub fn ping(&self) -> Result<()> {
         self.conn()?.batch_execute("SELECT 1")?;
         Ok(())
+    }
+
+    /// Where the store connects to.
+    pub(crate) fn target(&self) -> &Target {
+        &self.inner.target
     }
 
     /// A pooled connection.

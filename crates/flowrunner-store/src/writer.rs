@@ -1,4 +1,807 @@
-//! The single group-commit journal writer.
+//! The single group-commit journal writer: one OS thread owns one connection and commits every
+//! execution write (creation, journal entries with their snapshot and status changes, lease
+//! renewals) in batches.
+//!
+//! Each write is a message on a bounded channel with a one-shot reply. The writer takes
+//! whatever is waiting (up to [`WriterConfig::max_batch`]), runs it all in ONE transaction,
+//! commits, hands the committed journal payloads to the `on_commit` callback (in order), and
+//! only then answers every sender. Under load batches grow on their own; at low load a write
+//! waits for a single commit.
+//!
+//! A message that fails (a duplicate `(execution_id, seq)`, a change to a finished execution)
+//! does not poison the others: the transaction is rolled back and the batch is run again
+//! without it; only its sender gets the error. A failing `BEGIN` or `COMMIT` fails the whole
+//! batch.
+//!
+//! Reads never go through the writer: they use the pool (WAL readers do not block it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::prelude::*;
+use flowrunner_domain::{ExecutionId, ExecutionStatus, LogLevel};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Target;
+use crate::conn::{self, DbConn};
+use crate::error::{Error, Result};
+use crate::executions::{ExecutionRow, TERMINAL, create_in, to_json};
+use crate::models::{ExecutionRecord, NewExecution};
+use crate::schema::{execution_events, executions};
+use crate::store::Store;
+use crate::time;
 
 /// Default most writes committed in one transaction.
 pub const DEFAULT_MAX_BATCH: usize = 512;
+/// Default capacity of the writer's channel (senders wait when it is full).
+pub const DEFAULT_WRITER_QUEUE: usize = 65_536;
+
+/// How the writer batches.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Most messages committed in one transaction (at least 1).
+    pub max_batch: usize,
+    /// Capacity of the channel; senders wait for room when it is full (at least 1).
+    pub queue: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: DEFAULT_MAX_BATCH,
+            queue: DEFAULT_WRITER_QUEUE,
+        }
+    }
+}
+
+/// A journal row to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The execution (must exist).
+    pub execution_id: ExecutionId,
+    /// Position in its journal; `(execution_id, seq)` is unique.
+    pub seq: i64,
+    /// Event type (`started`, `node_completed`, `log`, …).
+    pub kind: String,
+    /// The node concerned.
+    pub node_id: Option<String>,
+    /// Its type.
+    pub node_type: Option<String>,
+    /// Severity, for entries that are log lines.
+    pub level: Option<LogLevel>,
+    /// Log message, for entries that are log lines.
+    pub message: Option<String>,
+    /// The event as JSON text.
+    pub data: String,
+    /// When it happened.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a journal entry changes on its execution row, in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowChange {
+    /// Nothing besides the snapshot, if one is given.
+    None,
+    /// The execution starts running under `owner` (status `running`, `started_at`, lease).
+    Start {
+        /// The lease owner.
+        owner: String,
+        /// Until when the lease runs.
+        lease_until: DateTime<Utc>,
+        /// When it started.
+        started_at: DateTime<Utc>,
+    },
+    /// The execution ends: terminal status, result or error, `completed_at`; the lease is
+    /// released.
+    Finish {
+        /// `completed`, `failed` or `cancelled`.
+        status: ExecutionStatus,
+        /// The result, when completed.
+        result: Option<serde_json::Value>,
+        /// The error, when failed.
+        error: Option<String>,
+        /// The node the error belongs to.
+        error_node: Option<String>,
+        /// When it ended.
+        completed_at: DateTime<Utc>,
+    },
+}
+
+/// One journal write: an event row, optionally the new resumable snapshot and a status
+/// change of its execution, and a payload handed to `on_commit` once it is durable.
+///
+/// The whole entry is rejected with [`Error::Conflict`] when the execution has already
+/// finished (so an execution never gets two terminal events) or the `seq` is taken.
+#[derive(Debug)]
+pub struct JournalEntry<P> {
+    /// The row to insert.
+    pub event: NewEvent,
+    /// The execution's new snapshot as JSON text (opaque to the store).
+    pub snapshot: Option<String>,
+    /// The status change committed with the event.
+    pub change: RowChange,
+    /// Given back to `on_commit` after the commit.
+    pub payload: P,
+}
+
+/// An unfinished execution claimed by [`JournalWriter::claim_unfinished`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedExecution {
+    /// The execution (owner and lease already updated).
+    pub record: ExecutionRecord,
+    /// Its highest journal `seq`, if it has entries.
+    pub last_seq: Option<i64>,
+}
+
+/// Counters of a writer, for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Messages committed.
+    pub messages: u64,
+    /// Messages rejected (their sender got the error; the rest of the batch was committed).
+    pub rejected: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    messages: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// The answer to a write, available once its batch has committed (or failed).
+#[derive(Debug)]
+pub struct Ticket<T> {
+    rx: oneshot::Receiver<Result<T>>,
+}
+
+impl<T> Ticket<T> {
+    /// Waits until the write is committed.
+    pub async fn wait(self) -> Result<T> {
+        self.rx.await.unwrap_or(Err(Error::WriterClosed))
+    }
+
+    /// The outcome if the batch has already been processed, without waiting.
+    pub fn try_take(&mut self) -> Option<Result<T>> {
+        match self.rx.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(Error::WriterClosed)),
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Op<P> {
+    Create {
+        new: Box<NewExecution>,
+        reply: Reply<(ExecutionRecord, bool)>,
+    },
+    Append {
+        entry: Box<JournalEntry<P>>,
+        reply: Reply<()>,
+    },
+    Renew {
+        owner: String,
+        lease_until: DateTime<Utc>,
+        reply: Reply<u64>,
+    },
+    Release {
+        owner: String,
+        reply: Reply<u64>,
+    },
+    Claim {
+        owner: String,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        take_all: bool,
+        reply: Reply<Vec<ClaimedExecution>>,
+    },
+    Flush {
+        reply: Reply<()>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// What a message produced, kept until the commit.
+enum Output {
+    Created(Box<(ExecutionRecord, bool)>),
+    Unit,
+    Count(u64),
+    Claimed(Vec<ClaimedExecution>),
+}
+
+/// Handle to the writer thread. Cheap to clone; the thread stops after [`close`](Self::close)
+/// or when every handle is dropped.
+pub struct JournalWriter<P> {
+    tx: mpsc::Sender<Op<P>>,
+    counters: Arc<Counters>,
+    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl<P> Clone for JournalWriter<P> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            counters: Arc::clone(&self.counters),
+            thread: Arc::clone(&self.thread),
+        }
+    }
+}
+
+impl<P> std::fmt::Debug for JournalWriter<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalWriter")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Starts the group-commit writer on its own thread and connection. `on_commit` runs on
+    /// that thread after each commit with the payloads of the committed journal entries, in
+    /// commit order (keep it short: it delays the replies of the batch).
+    pub fn start_writer<P, F>(&self, config: WriterConfig, on_commit: F) -> Result<JournalWriter<P>>
+    where
+        P: Send + 'static,
+        F: FnMut(Vec<P>) + Send + 'static,
+    {
+        let target = self.blocking().target().clone();
+        let conn = conn::connect(&target)?;
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let thread_counters = Arc::clone(&counters);
+        let max_batch = config.max_batch.max(1);
+        let handle = std::thread::Builder::new()
+            .name("flowrunner-writer".into())
+            .spawn(move || {
+                Worker {
+                    conn,
+                    target,
+                    rx,
+                    counters: thread_counters,
+                    max_batch,
+                    on_commit,
+                }
+                .run();
+            })
+            .map_err(|e| Error::Database(Box::new(e)))?;
+        Ok(JournalWriter {
+            tx,
+            counters,
+            thread: Arc::new(std::sync::Mutex::new(Some(handle))),
+        })
+    }
+}
+
+impl<P: Send + 'static> JournalWriter<P> {
+    async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Op<P>) -> Result<Ticket<T>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::WriterClosed)?;
+        Ok(Ticket { rx })
+    }
+
+    /// Creates a queued execution (see [`Store::create_execution`]); waits for the commit.
+    pub async fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
+        self.send(|reply| Op::Create {
+            new: Box::new(new),
+            reply,
+        })
+        .await?
+        .wait()
+        .await
+    }
+
+    /// Queues a journal entry; returns once it is queued (waiting only for channel room). Await
+    /// the ticket for durability; entries of one sender are committed in the order queued.
+    pub async fn append(&self, entry: JournalEntry<P>) -> Result<Ticket<()>> {
+        self.send(|reply| Op::Append {
+            entry: Box::new(entry),
+            reply,
+        })
+        .await
+    }
+
+    /// Renews the lease of every unfinished execution owned by `owner`; returns how many.
+    pub async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<u64> {
+        let owner = owner.to_string();
+        self.send(|reply| Op::Renew {
+            owner,
+            lease_until,
+            reply,
+        })
+        .await?
+        .wait()
+        .await
+    }
+
+    /// Releases the lease of every unfinished execution owned by `owner`; returns how many.
+    pub async fn release_leases(&self, owner: &str) -> Result<u64> {
+        let owner = owner.to_string();
+        self.send(|reply| Op::Release { owner, reply })
+            .await?
+            .wait()
+            .await
+    }
+
+    /// Claims unfinished (queued or running) executions for `owner`, oldest first, with their
+    /// last journal `seq`. With `take_all` (one process owns the database, e.g. SQLite) every
+    /// one is taken over; otherwise only those without owner, already owned by `owner`, or
+    /// whose lease expired before `now` (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so
+    /// several processes can claim at once).
+    pub async fn claim_unfinished(
+        &self,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        take_all: bool,
+    ) -> Result<Vec<ClaimedExecution>> {
+        let owner = owner.to_string();
+        self.send(|reply| Op::Claim {
+            owner,
+            lease_until,
+            now,
+            take_all,
+            reply,
+        })
+        .await?
+        .wait()
+        .await
+    }
+
+    /// Waits until everything queued before this call is committed.
+    pub async fn flush(&self) -> Result<()> {
+        self.send(|reply| Op::Flush { reply }).await?.wait().await
+    }
+
+    /// Commits everything queued, then stops the thread; later writes fail with
+    /// [`Error::WriterClosed`].
+    pub async fn close(&self) -> Result<()> {
+        let closed = match self.send(|reply| Op::Close { reply }).await {
+            Ok(ticket) => ticket.wait().await,
+            Err(Error::WriterClosed) => Ok(()),
+            Err(other) => Err(other),
+        };
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            // The thread exits right after answering Close.
+            tokio::task::spawn_blocking(move || handle.join())
+                .await?
+                .map_err(|_| Error::Database("the writer thread panicked".into()))?;
+        }
+        closed
+    }
+
+}
+
+impl<P> JournalWriter<P> {
+    /// Counters since the start.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            messages: self.counters.messages.load(Ordering::Relaxed),
+            rejected: self.counters.rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Worker<P, F> {
+    conn: DbConn,
+    target: Target,
+    rx: mpsc::Receiver<Op<P>>,
+    counters: Arc<Counters>,
+    max_batch: usize,
+    on_commit: F,
+}
+
+impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
+    fn run(mut self) {
+        let mut batch: Vec<Op<P>> = Vec::with_capacity(self.max_batch);
+        loop {
+            let Some(first) = self.rx.blocking_recv() else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let close = batch.iter().any(|op| matches!(op, Op::Close { .. }));
+            self.process(&mut batch);
+            if close {
+                self.rx.close();
+                // Answer whatever raced in before the channel closed.
+                while let Ok(op) = self.rx.try_recv() {
+                    batch.push(op);
+                }
+                self.process(&mut batch);
+                return;
+            }
+        }
+    }
+
+    /// Runs one batch in one transaction (retrying without failing messages), commits, calls
+    /// `on_commit`, answers. Leaves `batch` empty.
+    fn process(&mut self, batch: &mut Vec<Op<P>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut failed: Vec<Option<Error>> = (0..batch.len()).map(|_| None).collect();
+        let outcome = loop {
+            match self.attempt(batch, &failed) {
+                Attempt::Committed(outputs) => break Ok(outputs),
+                Attempt::MessageFailed(index, err) => {
+                    log::debug!("journal writer: message rejected: {err}");
+                    if let Some(slot) = failed.get_mut(index) {
+                        *slot = Some(err);
+                    }
+                }
+                Attempt::BatchFailed(err) => break Err(err),
+            }
+        };
+        let ops = std::mem::take(batch);
+        match outcome {
+            Ok(mut outputs) => {
+                let rejected = failed.iter().filter(|f| f.is_some()).count() as u64;
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .messages
+                    .fetch_add(ops.len() as u64 - rejected, Ordering::Relaxed);
+                self.counters.rejected.fetch_add(rejected, Ordering::Relaxed);
+                let mut replies = Vec::with_capacity(ops.len());
+                let mut payloads = Vec::new();
+                for ((op, failure), output) in ops.into_iter().zip(failed).zip(outputs.drain(..)) {
+                    match failure {
+                        Some(err) => replies.push(Answer::from_op(op, Err(err), &mut payloads, false)),
+                        None => replies.push(Answer::from_op(op, Ok(output), &mut payloads, true)),
+                    }
+                }
+                if !payloads.is_empty() {
+                    (self.on_commit)(payloads);
+                }
+                for answer in replies {
+                    answer.send();
+                }
+            }
+            Err(err) => {
+                log::error!("journal writer: batch of {} failed: {err}", ops.len());
+                let message = err.to_string();
+                self.counters
+                    .rejected
+                    .fetch_add(ops.len() as u64, Ordering::Relaxed);
+                let mut ignored = Vec::new();
+                for op in ops {
+                    let err = Error::Database(message.clone().into());
+                    Answer::from_op(op, Err(err), &mut ignored, false).send();
+                }
+                self.reconnect_if_broken();
+            }
+        }
+    }
+
+    fn reconnect_if_broken(&mut self) {
+        let broken = <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(
+            &mut self.conn,
+        );
+        if broken || self.conn.batch_execute_ping().is_err() {
+            match conn::connect(&self.target) {
+                Ok(fresh) => self.conn = fresh,
+                Err(err) => log::error!("journal writer: reconnect failed: {err}"),
+            }
+        }
+    }
+
+    fn attempt(&mut self, batch: &[Op<P>], failed: &[Option<Error>]) -> Attempt {
+        if let Err(err) = begin(&mut self.conn) {
+            return Attempt::BatchFailed(err);
+        }
+        let mut outputs = Vec::with_capacity(batch.len());
+        for (index, op) in batch.iter().enumerate() {
+            if failed.get(index).is_some_and(Option::is_some) {
+                outputs.push(Output::Unit);
+                continue;
+            }
+            match apply(&mut self.conn, op) {
+                Ok(output) => outputs.push(output),
+                Err(err) => {
+                    rollback(&mut self.conn);
+                    return Attempt::MessageFailed(index, err);
+                }
+            }
+        }
+        match <DbConn as Connection>::TransactionManager::commit_transaction(&mut self.conn) {
+            Ok(()) => Attempt::Committed(outputs),
+            Err(err) => {
+                rollback(&mut self.conn);
+                Attempt::BatchFailed(err.into())
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Committed(Vec<Output>),
+    MessageFailed(usize, Error),
+    BatchFailed(Error),
+}
+
+/// A reply ready to be sent once `on_commit` has run.
+enum Answer {
+    Created(Reply<(ExecutionRecord, bool)>, Box<Result<(ExecutionRecord, bool)>>),
+    Unit(Reply<()>, Result<()>),
+    Count(Reply<u64>, Result<u64>),
+    Claimed(Reply<Vec<ClaimedExecution>>, Result<Vec<ClaimedExecution>>),
+}
+
+impl Answer {
+    fn from_op<P>(op: Op<P>, output: Result<Output>, payloads: &mut Vec<P>, committed: bool) -> Answer {
+        let mismatch = || Error::Database("journal writer: unexpected output".into());
+        match op {
+            Op::Create { reply, .. } => Answer::Created(
+                reply,
+                Box::new(output.and_then(|o| match o {
+                    Output::Created(v) => Ok(*v),
+                    _ => Err(mismatch()),
+                })),
+            ),
+            Op::Append { entry, reply } => {
+                if committed {
+                    payloads.push(entry.payload);
+                }
+                Answer::Unit(reply, output.map(|_| ()))
+            }
+            Op::Flush { reply } | Op::Close { reply } => Answer::Unit(reply, output.map(|_| ())),
+            Op::Renew { reply, .. } | Op::Release { reply, .. } => Answer::Count(
+                reply,
+                output.and_then(|o| match o {
+                    Output::Count(n) => Ok(n),
+                    _ => Err(mismatch()),
+                }),
+            ),
+            Op::Claim { reply, .. } => Answer::Claimed(
+                reply,
+                output.and_then(|o| match o {
+                    Output::Claimed(v) => Ok(v),
+                    _ => Err(mismatch()),
+                }),
+            ),
+        }
+    }
+
+    fn send(self) {
+        // A sender that stopped waiting is not an error.
+        let _gone = match self {
+            Answer::Created(reply, value) => reply.send(*value).is_ok(),
+            Answer::Unit(reply, value) => reply.send(value).is_ok(),
+            Answer::Count(reply, value) => reply.send(value).is_ok(),
+            Answer::Claimed(reply, value) => reply.send(value).is_ok(),
+        };
+    }
+}
+
+fn begin(conn: &mut DbConn) -> Result<()> {
+    match conn {
+        DbConn::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+        DbConn::Postgres(_) => <DbConn as Connection>::TransactionManager::begin_transaction(conn)?,
+    }
+    Ok(())
+}
+
+fn rollback(conn: &mut DbConn) {
+    if let Err(err) = <DbConn as Connection>::TransactionManager::rollback_transaction(conn) {
+        log::warn!("journal writer: rollback failed: {err}");
+    }
+}
+
+trait Ping {
+    fn batch_execute_ping(&mut self) -> Result<()>;
+}
+
+impl Ping for DbConn {
+    fn batch_execute_ping(&mut self) -> Result<()> {
+        use diesel::connection::SimpleConnection;
+        self.batch_execute("SELECT 1")?;
+        Ok(())
+    }
+}
+
+fn apply<P>(conn: &mut DbConn, op: &Op<P>) -> Result<Output> {
+    match op {
+        Op::Create { new, .. } => Ok(Output::Created(Box::new(create_in(
+            conn,
+            (**new).clone(),
+            time::now(),
+        )?))),
+        Op::Append { entry, .. } => {
+            append(conn, entry)?;
+            Ok(Output::Unit)
+        }
+        Op::Renew {
+            owner, lease_until, ..
+        } => {
+            let n = diesel::update(
+                executions::table
+                    .filter(executions::owner.eq(owner))
+                    .filter(executions::status.ne_all(TERMINAL)),
+            )
+            .set(executions::lease_until.eq(time::to_db(*lease_until)))
+            .execute(conn)?;
+            Ok(Output::Count(n as u64))
+        }
+        Op::Release { owner, .. } => {
+            let n = diesel::update(
+                executions::table
+                    .filter(executions::owner.eq(owner))
+                    .filter(executions::status.ne_all(TERMINAL)),
+            )
+            .set((
+                executions::owner.eq(None::<String>),
+                executions::lease_until.eq(None::<chrono::NaiveDateTime>),
+            ))
+            .execute(conn)?;
+            Ok(Output::Count(n as u64))
+        }
+        Op::Claim {
+            owner,
+            lease_until,
+            now,
+            take_all,
+            ..
+        } => Ok(Output::Claimed(claim(conn, owner, *lease_until, *now, *take_all)?)),
+        Op::Flush { .. } | Op::Close { .. } => Ok(Output::Unit),
+    }
+}
+
+fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
+    let id = entry.event.execution_id.as_str();
+    let unfinished = executions::table
+        .filter(executions::id.eq(id))
+        .filter(executions::status.ne_all(TERMINAL));
+    let changed = match &entry.change {
+        RowChange::None => match &entry.snapshot {
+            Some(snapshot) => Some(
+                diesel::update(unfinished)
+                    .set(executions::snapshot.eq(snapshot))
+                    .execute(conn)?,
+            ),
+            None => None,
+        },
+        RowChange::Start {
+            owner,
+            lease_until,
+            started_at,
+        } => Some(
+            diesel::update(unfinished)
+                .set((
+                    executions::status.eq(ExecutionStatus::Running.as_str()),
+                    executions::owner.eq(owner),
+                    executions::lease_until.eq(time::to_db(*lease_until)),
+                    executions::started_at.eq(time::to_db(*started_at)),
+                    executions::snapshot.eq(entry.snapshot.as_deref()),
+                ))
+                .execute(conn)?,
+        ),
+        RowChange::Finish {
+            status,
+            result,
+            error,
+            error_node,
+            completed_at,
+        } => {
+            if !status.is_terminal() {
+                return Err(Error::Conflict(format!("`{status}` is not a terminal status")));
+            }
+            let result = result.as_ref().map(to_json).transpose()?;
+            Some(
+                diesel::update(unfinished)
+                    .set((
+                        executions::status.eq(status.as_str()),
+                        executions::result.eq(result),
+                        executions::error.eq(error.as_deref()),
+                        executions::error_node.eq(error_node.as_deref()),
+                        executions::completed_at.eq(time::to_db(*completed_at)),
+                        executions::owner.eq(None::<String>),
+                        executions::lease_until.eq(None::<chrono::NaiveDateTime>),
+                    ))
+                    .execute(conn)?,
+            )
+        }
+    };
+    if changed == Some(0) {
+        return Err(Error::Conflict(format!(
+            "execution {id} does not exist or has already finished"
+        )));
+    }
+    let e = &entry.event;
+    diesel::insert_into(execution_events::table)
+        .values((
+            execution_events::execution_id.eq(id),
+            execution_events::seq.eq(e.seq),
+            execution_events::kind.eq(e.kind.as_str()),
+            execution_events::node_id.eq(e.node_id.as_deref()),
+            execution_events::node_type.eq(e.node_type.as_deref()),
+            execution_events::level.eq(e.level.map(LogLevel::as_str)),
+            execution_events::message.eq(e.message.as_deref()),
+            execution_events::data.eq(Some(e.data.as_str())),
+            execution_events::created_at.eq(time::to_db(e.created_at)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Most ids per `IN (…)` list.
+const CHUNK: usize = 500;
+
+fn claim(
+    conn: &mut DbConn,
+    owner: &str,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+    take_all: bool,
+) -> Result<Vec<ClaimedExecution>> {
+    let unfinished = [ExecutionStatus::Queued.as_str(), ExecutionStatus::Running.as_str()];
+    let candidates = executions::table
+        .filter(executions::status.eq_any(unfinished))
+        .order((executions::created_at.asc(), executions::id.asc()))
+        .select(executions::id);
+    let ids: Vec<String> = if take_all {
+        candidates.load(conn)?
+    } else {
+        let claimable = candidates.filter(
+            executions::owner
+                .is_null()
+                .or(executions::owner.eq(owner))
+                .or(executions::lease_until.lt(time::to_db(now))),
+        );
+        match conn {
+            DbConn::Sqlite(c) => claimable.load(c)?,
+            DbConn::Postgres(c) => claimable.for_update().skip_locked().load(c)?,
+        }
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        diesel::update(executions::table.filter(executions::id.eq_any(chunk)))
+            .set((
+                executions::owner.eq(owner),
+                executions::lease_until.eq(time::to_db(lease_until)),
+            ))
+            .execute(conn)?;
+        let rows: Vec<ExecutionRow> = executions::table
+            .filter(executions::id.eq_any(chunk))
+            .order((executions::created_at.asc(), executions::id.asc()))
+            .select(ExecutionRow::as_select())
+            .load(conn)?;
+        let seqs: Vec<(String, Option<i64>)> = execution_events::table
+            .filter(execution_events::execution_id.eq_any(chunk))
+            .group_by(execution_events::execution_id)
+            .select((
+                execution_events::execution_id,
+                diesel::dsl::max(execution_events::seq),
+            ))
+            .load(conn)?;
+        let seqs: std::collections::HashMap<String, Option<i64>> = seqs.into_iter().collect();
+        for row in rows {
+            let record = ExecutionRecord::try_from(row)?;
+            let last_seq = seqs.get(record.id.as_str()).copied().flatten();
+            out.push(ClaimedExecution { record, last_seq });
+        }
+    }
+    Ok(out)
+}

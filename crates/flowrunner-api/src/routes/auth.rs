@@ -20,7 +20,10 @@ fn token_response(issued: &IssuedToken) -> TokenResponse {
 /// answer, after the same amount of hashing work.
 pub async fn login(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse> {
     let request: LoginRequest = body.parse()?;
-    let account = state.store().find_account_by_email(request.username.trim()).await?;
+    let account = state
+        .store()
+        .find_account_by_email(request.username.trim())
+        .await?;
     let hash = account.as_ref().map(|a| a.password_hash.clone());
     let matched = state.verify_password(request.password, hash).await?;
     let account = match account {
@@ -41,5 +44,7 @@ pub async fn refresh(state: web::Data<AppState>, caller: Caller) -> Result<HttpR
 /// Revokes the token used.
 pub async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse> {
     state.auth().logout(&state.sessions(), &caller).await?;
-    Ok(HttpResponse::Ok().json(MessageResponse { message: "Logged out successfully" }))
+    Ok(HttpResponse::Ok().json(MessageResponse {
+        message: "Logged out successfully",
+    }))
 }

@@ -8,6 +8,13 @@ use crate::wire::HealthResponse;
 
 /// 200 when the database answers, 503 otherwise.
 pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse> {
-    state.store().ping().await.map_err(|e| Error::Unavailable(format!("database check failed: {e}")))?;
-    Ok(HttpResponse::Ok().json(HealthResponse { status: "ok", database: state.store().backend().as_str() }))
+    state
+        .store()
+        .ping()
+        .await
+        .map_err(|e| Error::Unavailable(format!("database check failed: {e}")))?;
+    Ok(HttpResponse::Ok().json(HealthResponse {
+        status: "ok",
+        database: state.store().backend().as_str(),
+    }))
 }

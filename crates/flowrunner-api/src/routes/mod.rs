@@ -15,7 +15,10 @@ mod secrets;
 /// has no route for.
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
-        Err::<HttpResponse, _>(Error::MethodNotAllowed { method: req.method().to_string(), allow })
+        Err::<HttpResponse, _>(Error::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow,
+        })
     }))
 }
 
@@ -56,11 +59,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(secrets::list))
                     .route(web::post().to(secrets::put)),
             )
-            .service(resource("/accounts/{id}/secrets/{key}", "DELETE").route(web::delete().to(secrets::delete))),
+            .service(
+                resource("/accounts/{id}/secrets/{key}", "DELETE")
+                    .route(web::delete().to(secrets::delete)),
+            ),
     );
 }
 
 /// Answer for paths no route matches.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, Error> {
-    Err(Error::NotFound(format!("No route for {} {}", req.method(), req.path())))
+    Err(Error::NotFound(format!(
+        "No route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }

@@ -21,10 +21,16 @@ async fn target_account(state: &AppState, caller: &Caller, raw: &str) -> Result<
 }
 
 /// `GET /accounts/{account_id}/secrets`.
-pub async fn list(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse> {
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
     let account = target_account(&state, &caller, &path).await?;
     let secrets = state.store().list_secrets(&account).await?;
-    Ok(HttpResponse::Ok().json(SecretList { secrets: secrets.iter().map(SecretResponse::from).collect() }))
+    Ok(HttpResponse::Ok().json(SecretList {
+        secrets: secrets.iter().map(SecretResponse::from).collect(),
+    }))
 }
 
 /// `POST /accounts/{account_id}/secrets`: 201 for a new key, 200 when an existing key's value
@@ -43,7 +49,11 @@ pub async fn put(
         .put_secret(&account, &request.key, &request.value)
         .await
         .map_err(|e| Error::from_store(e, "Account"))?;
-    let mut response = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
+    let mut response = if created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
     Ok(response.json(SecretResponse::from(&meta)))
 }
 
@@ -62,5 +72,7 @@ pub async fn delete(
     if !state.store().delete_secret(&account, &key).await? {
         return Err(not_found());
     }
-    Ok(HttpResponse::Ok().json(MessageResponse { message: "Secret deleted successfully" }))
+    Ok(HttpResponse::Ok().json(MessageResponse {
+        message: "Secret deleted successfully",
+    }))
 }

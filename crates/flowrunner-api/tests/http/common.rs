@@ -20,8 +20,7 @@ pub fn definition(name: &str, version: &str) -> String {
 }
 
 /// A definition with an unknown node type and a dangling `next` (two errors).
-pub const BROKEN_DEFINITION: &str =
-    "metadata:\n  name: broken\nnodes:\n  start:\n    type: no.such.type\n    next:\n      default: missing\n";
+pub const BROKEN_DEFINITION: &str = "metadata:\n  name: broken\nnodes:\n  start:\n    type: no.such.type\n    next:\n      default: missing\n";
 
 /// An HTTP answer.
 #[derive(Debug)]
@@ -34,7 +33,9 @@ pub struct Resp {
 impl Resp {
     /// The error code of an error envelope.
     pub fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("<no envelope>")
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or("<no envelope>")
     }
 }
 
@@ -67,7 +68,10 @@ fn test_config(db: &TestDatabase) -> ServerConfig {
         config.database.secret_key = Some(flowrunner_store::format_secret_key(&db.secret_key()));
     }
     config.database.pool_size = 4;
-    config.admin = Some(BootstrapAdmin { email: ADMIN_EMAIL.into(), password: ADMIN_PASSWORD.into() });
+    config.admin = Some(BootstrapAdmin {
+        email: ADMIN_EMAIL.into(),
+        password: ADMIN_PASSWORD.into(),
+    });
     config.bcrypt_cost = 4;
     config.workers = Some(2);
     config.shutdown_timeout = Duration::from_secs(5);
@@ -107,7 +111,12 @@ impl TestApp {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let placeholder = Session { id: String::new(), email: String::new(), password: String::new(), token: String::new() };
+        let placeholder = Session {
+            id: String::new(),
+            email: String::new(),
+            password: String::new(),
+            token: String::new(),
+        };
         let mut app = TestApp {
             runtime,
             server: Some(server),
@@ -118,10 +127,17 @@ impl TestApp {
             user: placeholder,
             db,
         };
-        let login = app.post("/api/v1/auth/login", None, json!({"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}));
+        let login = app.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+        );
         assert_eq!(login.status, 200, "admin login: {login:?}");
         app.admin = Session {
-            id: login.body["account_id"].as_str().expect("account id").to_string(),
+            id: login.body["account_id"]
+                .as_str()
+                .expect("account id")
+                .to_string(),
             email: ADMIN_EMAIL.into(),
             password: ADMIN_PASSWORD.into(),
             token: login.body["token"].as_str().expect("token").to_string(),
@@ -152,7 +168,11 @@ impl TestApp {
     }
 
     pub fn login(&self, email: &str, password: &str) -> String {
-        let r = self.post("/api/v1/auth/login", None, json!({"username": email, "password": password}));
+        let r = self.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"username": email, "password": password}),
+        );
         assert_eq!(r.status, 200, "login {email}: {r:?}");
         r.body["token"].as_str().expect("token").to_string()
     }
@@ -162,18 +182,35 @@ impl TestApp {
         let server = self.server.as_ref().expect("running");
         let id = AccountId::parse(account_id).expect("account id");
         let issued_at = chrono::Utc::now() - chrono::Duration::hours(3);
-        server.state().auth().tokens().issue_at(&id, Role::User, issued_at).expect("issue").token
+        server
+            .state()
+            .auth()
+            .tokens()
+            .issue_at(&id, Role::User, issued_at)
+            .expect("issue")
+            .token
     }
 
     /// Any method, optional bearer token, optional raw body with a content type.
-    pub fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> Resp {
-        let mut builder = ureq::http::Request::builder().method(method).uri(format!("{}{}", self.base, path));
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Resp {
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
         if let Some(token) = token {
             builder = builder.header("Authorization", format!("Bearer {token}"));
         }
         let result = match body {
             Some((content_type, bytes)) => {
-                let request = builder.header("Content-Type", content_type).body(bytes).expect("request");
+                let request = builder
+                    .header("Content-Type", content_type)
+                    .body(bytes)
+                    .expect("request");
                 self.agent.run(request)
             }
             None => self.agent.run(builder.body(()).expect("request")),
@@ -181,12 +218,31 @@ impl TestApp {
         let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = response.body_mut().with_config().limit(16 * 1024 * 1024).read_to_string().expect("body");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Resp { status, body, headers }
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(16 * 1024 * 1024)
+            .read_to_string()
+            .expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            body,
+            headers,
+        }
     }
 
-    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let body = body.map(|v| ("application/json", serde_json::to_vec(&v).expect("json")));
         self.raw(method, path, token, body)
     }
@@ -209,7 +265,11 @@ impl TestApp {
 
     /// Creates a flow as `token`'s account; returns its id.
     pub fn create_flow(&self, token: &str, name: &str, tags: &[&str]) -> String {
-        let r = self.post("/api/v1/flows", Some(token), json!({"name": name, "definition": definition(name, "1.0.0"), "tags": tags}));
+        let r = self.post(
+            "/api/v1/flows",
+            Some(token),
+            json!({"name": name, "definition": definition(name, "1.0.0"), "tags": tags}),
+        );
         assert_eq!(r.status, 201, "{r:?}");
         r.body["id"].as_str().expect("id").to_string()
     }
@@ -224,6 +284,16 @@ impl TestApp {
         self.server = Some(server);
     }
 
+    /// The running server's application state (store, token service).
+    pub fn state(&self) -> &flowrunner_api::AppState {
+        self.server.as_ref().expect("running").state()
+    }
+
+    /// Runs a future on the server's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
     pub fn sqlite_path(&self) -> Option<&std::path::Path> {
         self.db.sqlite_path()
     }
@@ -231,7 +301,9 @@ impl TestApp {
 
 fn boot(runtime: &tokio::runtime::Runtime, config: &ServerConfig) -> RunningServer {
     runtime.block_on(async {
-        let state = flowrunner_api::setup::prepare(config).await.expect("prepare");
+        let state = flowrunner_api::setup::prepare(config)
+            .await
+            .expect("prepare");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         flowrunner_api::start(state, config, listener).expect("start")
     })

@@ -11,7 +11,18 @@ fn keys(v: &Value) -> BTreeSet<String> {
 }
 
 fn summary_keys() -> BTreeSet<String> {
-    ["id", "name", "description", "version", "created_at", "updated_at", "tags"].iter().map(|s| s.to_string()).collect()
+    [
+        "id",
+        "name",
+        "description",
+        "version",
+        "created_at",
+        "updated_at",
+        "tags",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// The whole life of a flow; reused by the PostgreSQL test.
@@ -41,7 +52,13 @@ pub fn lifecycle(app: &TestApp) {
 
     let listed = app.get("/api/v1/flows", Some(token));
     assert_eq!(listed.status, 200);
-    assert_eq!(keys(&listed.body), ["flows", "total", "limit", "offset"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        keys(&listed.body),
+        ["flows", "total", "limit", "offset"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
     assert_eq!(listed.body["total"], 1);
     assert_eq!(listed.body["limit"], 10);
     assert_eq!(listed.body["offset"], 0);
@@ -74,11 +91,18 @@ pub fn lifecycle(app: &TestApp) {
 
     let deleted = app.delete(&format!("/api/v1/flows/{id}"), Some(token));
     assert_eq!(deleted.status, 200);
-    assert_eq!(deleted.body, json!({"message": "Flow deleted successfully"}));
+    assert_eq!(
+        deleted.body,
+        json!({"message": "Flow deleted successfully"})
+    );
     let gone = app.get(&format!("/api/v1/flows/{id}"), Some(token));
     assert_eq!(gone.status, 404);
     assert_eq!(gone.code(), "not_found");
-    assert_eq!(app.delete(&format!("/api/v1/flows/{id}"), Some(token)).status, 404);
+    assert_eq!(
+        app.delete(&format!("/api/v1/flows/{id}"), Some(token))
+            .status,
+        404
+    );
     assert_eq!(app.get("/api/v1/flows", Some(token)).body["total"], 0);
 }
 
@@ -90,7 +114,11 @@ fn flow_lifecycle() {
 #[test]
 fn fields_default_to_the_metadata() {
     let app = TestApp::start();
-    let r = app.post("/api/v1/flows", Some(&app.user.token), json!({"definition": definition("From Meta", "2.3.4")}));
+    let r = app.post(
+        "/api/v1/flows",
+        Some(&app.user.token),
+        json!({"definition": definition("From Meta", "2.3.4")}),
+    );
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(r.body["name"], "From Meta");
     assert_eq!(r.body["description"], "About From Meta");
@@ -100,7 +128,11 @@ fn fields_default_to_the_metadata() {
     let missing = app.post("/api/v1/flows", Some(&app.user.token), json!({"name": "x"}));
     assert_eq!(missing.status, 422);
     assert_eq!(missing.body["error"]["details"]["field"], "definition");
-    let wrong = app.post("/api/v1/flows", Some(&app.user.token), json!({"definition": definition("x", "1.0.0"), "tags": "a"}));
+    let wrong = app.post(
+        "/api/v1/flows",
+        Some(&app.user.token),
+        json!({"definition": definition("x", "1.0.0"), "tags": "a"}),
+    );
     assert_eq!(wrong.status, 422);
     assert_eq!(wrong.body["error"]["details"]["field"], "tags");
 }
@@ -108,10 +140,16 @@ fn fields_default_to_the_metadata() {
 #[test]
 fn invalid_definitions_are_rejected_with_every_diagnostic() {
     let app = TestApp::start();
-    let r = app.post("/api/v1/flows", Some(&app.user.token), json!({"name": "Broken", "definition": BROKEN_DEFINITION}));
+    let r = app.post(
+        "/api/v1/flows",
+        Some(&app.user.token),
+        json!({"name": "Broken", "definition": BROKEN_DEFINITION}),
+    );
     assert_eq!(r.status, 422, "{r:?}");
     assert_eq!(r.code(), "validation_error");
-    let diagnostics = r.body["error"]["details"]["diagnostics"].as_array().expect("diagnostics");
+    let diagnostics = r.body["error"]["details"]["diagnostics"]
+        .as_array()
+        .expect("diagnostics");
     assert!(diagnostics.len() >= 2, "{diagnostics:?}");
     for d in diagnostics {
         for key in ["severity", "code", "message", "line", "column", "node"] {
@@ -119,12 +157,25 @@ fn invalid_definitions_are_rejected_with_every_diagnostic() {
         }
         assert!(d["line"].as_u64().expect("line") >= 1);
     }
-    assert!(diagnostics.iter().any(|d| d["code"] == "unknown_node_type" && d["node"] == "start"), "{diagnostics:?}");
-    assert_eq!(app.get("/api/v1/flows", Some(&app.user.token)).body["total"], 0, "nothing saved");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d["code"] == "unknown_node_type" && d["node"] == "start"),
+        "{diagnostics:?}"
+    );
+    assert_eq!(
+        app.get("/api/v1/flows", Some(&app.user.token)).body["total"],
+        0,
+        "nothing saved"
+    );
 
     // Update with a broken definition: rejected, the flow is unchanged.
     let id = app.create_flow(&app.user.token, "Good", &[]);
-    let r = app.put(&format!("/api/v1/flows/{id}"), Some(&app.user.token), json!({"definition": "nodes: ["}));
+    let r = app.put(
+        &format!("/api/v1/flows/{id}"),
+        Some(&app.user.token),
+        json!({"definition": "nodes: ["}),
+    );
     assert_eq!(r.status, 422);
     let got = app.get(&format!("/api/v1/flows/{id}"), Some(&app.user.token));
     assert_eq!(got.body["definition"], definition("Good", "1.0.0"));
@@ -134,22 +185,52 @@ fn invalid_definitions_are_rejected_with_every_diagnostic() {
 fn validate_reports_without_saving_and_warnings_do_not_block() {
     let app = TestApp::start();
     let token = Some(app.user.token.as_str());
-    let ok = app.post("/api/v1/flows/validate", token, json!({"definition": definition("V", "1.0.0")}));
+    let ok = app.post(
+        "/api/v1/flows/validate",
+        token,
+        json!({"definition": definition("V", "1.0.0")}),
+    );
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(ok.body, json!({"valid": true, "diagnostics": []}));
 
-    let bad = app.post("/api/v1/flows/validate", token, json!({"definition": BROKEN_DEFINITION}));
+    let bad = app.post(
+        "/api/v1/flows/validate",
+        token,
+        json!({"definition": BROKEN_DEFINITION}),
+    );
     assert_eq!(bad.status, 200);
     assert_eq!(bad.body["valid"], false);
-    assert!(bad.body["diagnostics"].as_array().expect("array").iter().any(|d| d["severity"] == "error"));
+    assert!(
+        bad.body["diagnostics"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|d| d["severity"] == "error")
+    );
 
-    let with_warning = format!("{}  orphan:\n    type: \"log\"\n    params:\n      message: \"never runs\"\n", definition("W", "1.0.0"));
-    let warned = app.post("/api/v1/flows/validate", token, json!({"definition": with_warning}));
+    let with_warning = format!(
+        "{}  orphan:\n    type: \"log\"\n    params:\n      message: \"never runs\"\n",
+        definition("W", "1.0.0")
+    );
+    let warned = app.post(
+        "/api/v1/flows/validate",
+        token,
+        json!({"definition": with_warning}),
+    );
     assert_eq!(warned.status, 200);
     assert_eq!(warned.body["valid"], true, "{warned:?}");
     let diagnostics = warned.body["diagnostics"].as_array().expect("array");
-    assert!(diagnostics.iter().any(|d| d["severity"] == "warning" && d["node"] == "orphan"), "{diagnostics:?}");
-    assert_eq!(app.get("/api/v1/flows", token).body["total"], 0, "validate saves nothing");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d["severity"] == "warning" && d["node"] == "orphan"),
+        "{diagnostics:?}"
+    );
+    assert_eq!(
+        app.get("/api/v1/flows", token).body["total"],
+        0,
+        "validate saves nothing"
+    );
 
     let saved = app.post("/api/v1/flows", token, json!({"definition": with_warning}));
     assert_eq!(saved.status, 201, "warnings do not block saving: {saved:?}");
@@ -164,7 +245,11 @@ fn list_paginates_filters_by_tag_and_checks_parameters() {
     let app = TestApp::start();
     let token = app.user.token.as_str();
     for i in 0..3 {
-        app.create_flow(token, &format!("f{i}"), if i == 1 { &["blue"] } else { &["red"] });
+        app.create_flow(
+            token,
+            &format!("f{i}"),
+            if i == 1 { &["blue"] } else { &["red"] },
+        );
     }
     let page = app.get("/api/v1/flows?limit=2", Some(token));
     assert_eq!(page.status, 200);
@@ -181,13 +266,26 @@ fn list_paginates_filters_by_tag_and_checks_parameters() {
 
     let red = app.get("/api/v1/flows?tag=red", Some(token));
     assert_eq!(red.body["total"], 2);
-    assert!(red.body["flows"].as_array().expect("flows").iter().all(|f| f["tags"] == json!(["red"])));
-    assert_eq!(app.get("/api/v1/flows?tag=green", Some(token)).body["total"], 0);
+    assert!(
+        red.body["flows"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .all(|f| f["tags"] == json!(["red"]))
+    );
+    assert_eq!(
+        app.get("/api/v1/flows?tag=green", Some(token)).body["total"],
+        0
+    );
     assert_eq!(app.get("/api/v1/flows?limit=100", Some(token)).status, 200);
 
-    for (query, field) in
-        [("limit=0", "limit"), ("limit=101", "limit"), ("limit=abc", "limit"), ("offset=-1", "offset"), ("offset=x", "offset")]
-    {
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=abc", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=x", "offset"),
+    ] {
         let r = app.get(&format!("/api/v1/flows?{query}"), Some(token));
         assert_eq!(r.status, 422, "{query}");
         assert_eq!(r.code(), "validation_error");
@@ -205,19 +303,46 @@ fn users_see_only_their_flows_and_admins_see_all() {
 
     assert_eq!(app.get("/api/v1/flows", user).body["total"], 1);
     assert_eq!(app.get("/api/v1/flows", admin).body["total"], 2);
-    for path in [format!("/api/v1/flows/{admin_flow}"), format!("/api/v1/flows/{admin_flow}/versions")] {
+    for path in [
+        format!("/api/v1/flows/{admin_flow}"),
+        format!("/api/v1/flows/{admin_flow}/versions"),
+    ] {
         let r = app.get(&path, user);
         assert_eq!(r.status, 404, "{path}");
         assert_eq!(r.code(), "not_found");
     }
-    let put = app.put(&format!("/api/v1/flows/{admin_flow}"), user, json!({"definition": definition("x", "1.0.0")}));
+    let put = app.put(
+        &format!("/api/v1/flows/{admin_flow}"),
+        user,
+        json!({"definition": definition("x", "1.0.0")}),
+    );
     assert_eq!(put.status, 404);
-    assert_eq!(app.delete(&format!("/api/v1/flows/{admin_flow}"), user).status, 404);
-    assert_eq!(app.get(&format!("/api/v1/flows/{admin_flow}"), admin).status, 200, "still there");
+    assert_eq!(
+        app.delete(&format!("/api/v1/flows/{admin_flow}"), user)
+            .status,
+        404
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/flows/{admin_flow}"), admin)
+            .status,
+        200,
+        "still there"
+    );
 
-    assert_eq!(app.get(&format!("/api/v1/flows/{user_flow}"), admin).status, 200);
-    assert_eq!(app.delete(&format!("/api/v1/flows/{user_flow}"), admin).status, 200);
+    assert_eq!(
+        app.get(&format!("/api/v1/flows/{user_flow}"), admin).status,
+        200
+    );
+    assert_eq!(
+        app.delete(&format!("/api/v1/flows/{user_flow}"), admin)
+            .status,
+        200
+    );
     for bad_id in ["flow-doesnotexist", "exec-123", "nonsense"] {
-        assert_eq!(app.get(&format!("/api/v1/flows/{bad_id}"), admin).status, 404, "{bad_id}");
+        assert_eq!(
+            app.get(&format!("/api/v1/flows/{bad_id}"), admin).status,
+            404,
+            "{bad_id}"
+        );
     }
 }

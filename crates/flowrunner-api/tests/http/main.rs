@@ -10,3 +10,4 @@ mod matrix;
 mod postgres;
 mod restart;
 mod secrets;
+mod startup;

@@ -19,8 +19,15 @@ enum Caller {
     Admin,
 }
 
-const CALLERS: [Caller; 7] =
-    [Caller::NoToken, Caller::Malformed, Caller::Expired, Caller::Revoked, Caller::OtherUser, Caller::Owner, Caller::Admin];
+const CALLERS: [Caller; 7] = [
+    Caller::NoToken,
+    Caller::Malformed,
+    Caller::Expired,
+    Caller::Revoked,
+    Caller::OtherUser,
+    Caller::Owner,
+    Caller::Admin,
+];
 
 /// The resources of one cell: an owner (a plain user) with a flow and a secret, another user.
 struct Cell {
@@ -53,7 +60,16 @@ fn empty_body(_: &Cell) -> Option<Value> {
 
 fn rows() -> Vec<Row> {
     vec![
-        Row { name: "healthz", method: "GET", path: |_| "/healthz".into(), body: no_body, other: 200, owner: 200, admin: 200, public: true },
+        Row {
+            name: "healthz",
+            method: "GET",
+            path: |_| "/healthz".into(),
+            body: no_body,
+            other: 200,
+            owner: 200,
+            admin: 200,
+            public: true,
+        },
         Row {
             name: "login",
             method: "POST",
@@ -64,9 +80,36 @@ fn rows() -> Vec<Row> {
             admin: 200,
             public: true,
         },
-        Row { name: "refresh", method: "POST", path: |_| "/api/v1/auth/refresh".into(), body: empty_body, other: 200, owner: 200, admin: 200, public: false },
-        Row { name: "logout", method: "POST", path: |_| "/api/v1/auth/logout".into(), body: empty_body, other: 200, owner: 200, admin: 200, public: false },
-        Row { name: "list flows", method: "GET", path: |_| "/api/v1/flows".into(), body: no_body, other: 200, owner: 200, admin: 200, public: false },
+        Row {
+            name: "refresh",
+            method: "POST",
+            path: |_| "/api/v1/auth/refresh".into(),
+            body: empty_body,
+            other: 200,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
+        Row {
+            name: "logout",
+            method: "POST",
+            path: |_| "/api/v1/auth/logout".into(),
+            body: empty_body,
+            other: 200,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
+        Row {
+            name: "list flows",
+            method: "GET",
+            path: |_| "/api/v1/flows".into(),
+            body: no_body,
+            other: 200,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
         Row {
             name: "create flow",
             method: "POST",
@@ -87,7 +130,16 @@ fn rows() -> Vec<Row> {
             admin: 200,
             public: false,
         },
-        Row { name: "get flow", method: "GET", path: |c| format!("/api/v1/flows/{}", c.flow_id), body: no_body, other: 404, owner: 200, admin: 200, public: false },
+        Row {
+            name: "get flow",
+            method: "GET",
+            path: |c| format!("/api/v1/flows/{}", c.flow_id),
+            body: no_body,
+            other: 404,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
         Row {
             name: "update flow",
             method: "PUT",
@@ -98,7 +150,16 @@ fn rows() -> Vec<Row> {
             admin: 200,
             public: false,
         },
-        Row { name: "delete flow", method: "DELETE", path: |c| format!("/api/v1/flows/{}", c.flow_id), body: no_body, other: 404, owner: 200, admin: 200, public: false },
+        Row {
+            name: "delete flow",
+            method: "DELETE",
+            path: |c| format!("/api/v1/flows/{}", c.flow_id),
+            body: no_body,
+            other: 404,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
         Row {
             name: "flow versions",
             method: "GET",
@@ -109,18 +170,40 @@ fn rows() -> Vec<Row> {
             admin: 200,
             public: false,
         },
-        Row { name: "list accounts", method: "GET", path: |_| "/api/v1/accounts".into(), body: no_body, other: 403, owner: 403, admin: 200, public: false },
+        Row {
+            name: "list accounts",
+            method: "GET",
+            path: |_| "/api/v1/accounts".into(),
+            body: no_body,
+            other: 403,
+            owner: 403,
+            admin: 200,
+            public: false,
+        },
         Row {
             name: "create account",
             method: "POST",
             path: |_| "/api/v1/accounts".into(),
-            body: |c| Some(json!({"name": "N", "email": format!("created{}@example.com", c.n), "password": "password-1"})),
+            body: |c| {
+                Some(
+                    json!({"name": "N", "email": format!("created{}@example.com", c.n), "password": "password-1"}),
+                )
+            },
             other: 403,
             owner: 403,
             admin: 201,
             public: false,
         },
-        Row { name: "get account", method: "GET", path: |c| format!("/api/v1/accounts/{}", c.owner_id), body: no_body, other: 404, owner: 200, admin: 200, public: false },
+        Row {
+            name: "get account",
+            method: "GET",
+            path: |c| format!("/api/v1/accounts/{}", c.owner_id),
+            body: no_body,
+            other: 404,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
         Row {
             name: "update account",
             method: "PUT",
@@ -141,7 +224,16 @@ fn rows() -> Vec<Row> {
             admin: 200,
             public: false,
         },
-        Row { name: "delete account", method: "DELETE", path: |c| format!("/api/v1/accounts/{}", c.owner_id), body: no_body, other: 403, owner: 403, admin: 200, public: false },
+        Row {
+            name: "delete account",
+            method: "DELETE",
+            path: |c| format!("/api/v1/accounts/{}", c.owner_id),
+            body: no_body,
+            other: 403,
+            owner: 403,
+            admin: 200,
+            public: false,
+        },
         Row {
             name: "list secrets",
             method: "GET",
@@ -204,19 +296,36 @@ fn setup(app: &TestApp, caller: Caller) -> (Cell, Option<String>) {
         Caller::Expired => Some(app.expired_token(&owner.id)),
         Caller::Revoked => {
             let token = app.login(&owner.email, USER_PASSWORD);
-            assert_eq!(app.post("/api/v1/auth/logout", Some(&token), json!({})).status, 200);
+            assert_eq!(
+                app.post("/api/v1/auth/logout", Some(&token), json!({}))
+                    .status,
+                200
+            );
             Some(token)
         }
-        Caller::OtherUser => Some(app.create_user(&format!("other{n}@example.com"), Role::User).token),
+        Caller::OtherUser => Some(
+            app.create_user(&format!("other{n}@example.com"), Role::User)
+                .token,
+        ),
         Caller::Owner => Some(owner.token.clone()),
         Caller::Admin => Some(app.login(&app.admin.email, &app.admin.password)),
     };
-    (Cell { owner_id: owner.id, owner_email: owner.email, flow_id, n }, token)
+    (
+        Cell {
+            owner_id: owner.id,
+            owner_email: owner.email,
+            flow_id,
+            n,
+        },
+        token,
+    )
 }
 
 fn expected(row: &Row, caller: Caller) -> u16 {
     match caller {
-        Caller::NoToken | Caller::Malformed | Caller::Expired | Caller::Revoked if !row.public => 401,
+        Caller::NoToken | Caller::Malformed | Caller::Expired | Caller::Revoked if !row.public => {
+            401
+        }
         Caller::NoToken | Caller::Malformed | Caller::Expired | Caller::Revoked => row.owner,
         Caller::OtherUser => row.other,
         Caller::Owner => row.owner,
@@ -232,15 +341,31 @@ fn authorization_matrix() {
     for row in rows() {
         for caller in CALLERS {
             let (cell, token) = setup(&app, caller);
-            let r = app.request(row.method, &(row.path)(&cell), token.as_deref(), (row.body)(&cell));
+            let r = app.request(
+                row.method,
+                &(row.path)(&cell),
+                token.as_deref(),
+                (row.body)(&cell),
+            );
             let want = expected(&row, caller);
             cells += 1;
             if r.status != want {
-                failures.push(format!("{} as {caller:?}: expected {want}, got {} {}", row.name, r.status, r.body));
+                failures.push(format!(
+                    "{} as {caller:?}: expected {want}, got {} {}",
+                    row.name, r.status, r.body
+                ));
             } else if r.status >= 400 && r.body["error"]["code"].as_str().is_none() {
-                failures.push(format!("{} as {caller:?}: {} without the error envelope", row.name, r.status));
+                failures.push(format!(
+                    "{} as {caller:?}: {} without the error envelope",
+                    row.name, r.status
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {cells} cells failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -24,9 +24,13 @@ fn run(flow: &FlowRecord, account: &AccountId, key: Option<&str>) -> NewExecutio
     NewExecution {
         flow_id: flow.id.clone(),
         revision_id: flow.revision_id.clone(),
+        revision: flow.revision,
+        flow_version: flow.version.clone(),
         account_id: account.clone(),
         input: json!({"key": "value", "n": 1}),
         idempotency_key: key.map(str::to_string),
+        owner: None,
+        lease_until: None,
     }
 }
 

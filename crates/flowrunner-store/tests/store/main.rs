@@ -16,3 +16,4 @@ mod open;
 mod parity;
 mod secrets;
 mod settings_tokens;
+mod writer;

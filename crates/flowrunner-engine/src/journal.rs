@@ -1,0 +1,249 @@
+//! The runtime's [`Journal`] backed by the store's group-commit writer, and the mapping of
+//! runtime events to stored journal rows (kind, node, synthesized log lines).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use flowrunner_domain::{ExecutionStatus, LogLevel};
+use flowrunner_dsl::Flow;
+use flowrunner_runtime::{BoxFuture, Event, EventKind, Journal, JournalError, Snapshot};
+use flowrunner_store::{JournalEntry, JournalWriter, NewEvent, RowChange, Ticket};
+
+use crate::types::StoredEvent;
+
+/// Converts a runtime event into the row to store and the event to publish. `seq` is the
+/// stored sequence number (the runtime's plus the execution's offset).
+pub(crate) fn convert(
+    event: &Event,
+    seq: i64,
+    flow: &Flow,
+) -> Result<(NewEvent, StoredEvent), serde_json::Error> {
+    let mut data = serde_json::to_value(event)?;
+    if event.seq as i64 != seq
+        && let Some(object) = data.as_object_mut()
+    {
+        object.insert("seq".into(), serde_json::Value::from(seq));
+    }
+    let node_type_of = |id: &str| flow.nodes.get(id).map(|n| n.node_type.clone());
+    let (node_id, node_type) = match &event.kind {
+        EventKind::NodeStarted {
+            node_id, node_type, ..
+        }
+        | EventKind::NodeCompleted {
+            node_id, node_type, ..
+        }
+        | EventKind::NodeFailed {
+            node_id, node_type, ..
+        } => (Some(node_id.clone()), Some(node_type.clone())),
+        EventKind::NodeCheckpoint { node_id, .. } => (Some(node_id.clone()), node_type_of(node_id)),
+        EventKind::Log { node_id, .. }
+        | EventKind::Resumed { node_id }
+        | EventKind::Failed { node_id, .. } => {
+            let ty = node_id.as_deref().and_then(node_type_of);
+            (node_id.clone(), ty)
+        }
+        EventKind::Started { .. } | EventKind::Completed { .. } | EventKind::Cancelled => {
+            (None, None)
+        }
+    };
+    let (level, message) = match &event.kind {
+        EventKind::Started { .. } => (Some(LogLevel::Info), Some("Execution started".to_string())),
+        EventKind::Resumed { node_id } => (
+            Some(LogLevel::Info),
+            Some(match node_id {
+                Some(node) => format!("Execution resumed at node {node}"),
+                None => "Execution resumed".to_string(),
+            }),
+        ),
+        EventKind::NodeFailed {
+            node_id,
+            attempt,
+            error,
+            ..
+        } => (
+            Some(LogLevel::Warn),
+            Some(format!("Node {node_id} attempt {attempt} failed: {error}")),
+        ),
+        EventKind::Log { level, message, .. } => (Some(*level), Some(message.clone())),
+        EventKind::Completed { .. } => {
+            (Some(LogLevel::Info), Some("Execution completed".to_string()))
+        }
+        EventKind::Failed { error, .. } => {
+            (Some(LogLevel::Error), Some(format!("Execution failed: {error}")))
+        }
+        EventKind::Cancelled => (Some(LogLevel::Warn), Some("Execution cancelled".to_string())),
+        EventKind::NodeStarted { .. }
+        | EventKind::NodeCompleted { .. }
+        | EventKind::NodeCheckpoint { .. } => (None, None),
+    };
+    let kind = event.kind.name().to_string();
+    let row = NewEvent {
+        execution_id: event.execution_id.clone(),
+        seq,
+        kind: kind.clone(),
+        node_id: node_id.clone(),
+        node_type: node_type.clone(),
+        level,
+        message,
+        data: data.to_string(),
+        created_at: event.timestamp,
+    };
+    let stored = StoredEvent {
+        execution_id: event.execution_id.clone(),
+        seq: u64::try_from(seq).unwrap_or_default(),
+        timestamp: event.timestamp,
+        kind,
+        node_id,
+        node_type,
+        data,
+    };
+    Ok((row, stored))
+}
+
+/// The status change a terminal or `started` event commits with it.
+pub(crate) fn row_change(event: &Event, owner: &str, lease: Duration) -> RowChange {
+    let now = Utc::now();
+    match &event.kind {
+        EventKind::Started { .. } => RowChange::Start {
+            owner: owner.to_string(),
+            lease_until: now + lease,
+            started_at: event.timestamp,
+        },
+        EventKind::Completed { result } => RowChange::Finish {
+            status: ExecutionStatus::Completed,
+            result: Some(result.clone()),
+            error: None,
+            error_node: None,
+            completed_at: event.timestamp,
+        },
+        EventKind::Failed { error, node_id } => RowChange::Finish {
+            status: ExecutionStatus::Failed,
+            result: None,
+            error: Some(error.clone()),
+            error_node: node_id.clone(),
+            completed_at: event.timestamp,
+        },
+        EventKind::Cancelled => RowChange::Finish {
+            status: ExecutionStatus::Cancelled,
+            result: None,
+            error: None,
+            error_node: None,
+            completed_at: event.timestamp,
+        },
+        _ => RowChange::None,
+    }
+}
+
+/// Journals one execution's events through the shared writer.
+///
+/// Events with a snapshot (`started`, `node_completed`, `node_checkpoint`, a failure that takes
+/// an `error` edge) and terminal events wait for their commit; the others are queued in order
+/// without waiting (the single ordered writer commits them in the same or an earlier
+/// transaction than the next awaited one). A queued write that failed is reported at the next
+/// awaited one, which stops the execution (the runtime reports it as interrupted).
+pub(crate) struct StoreJournal {
+    pub(crate) writer: JournalWriter<StoredEvent>,
+    pub(crate) flow: Arc<Flow>,
+    /// Added to the runtime's `seq` to get the stored one (non-zero after a resume whose
+    /// journal went past the snapshot).
+    pub(crate) offset: i64,
+    /// The stored `seq` the next event will get.
+    pub(crate) next_seq: AtomicI64,
+    pub(crate) owner: String,
+    pub(crate) lease: Duration,
+    /// Set when the engine shuts down: nothing more is written.
+    pub(crate) closed: Arc<AtomicBool>,
+    /// Queued writes not yet known to be committed.
+    pub(crate) pending: std::sync::Mutex<Vec<Ticket<()>>>,
+}
+
+impl StoreJournal {
+    /// The stored `seq` the next event gets.
+    pub(crate) fn next_seq(&self) -> i64 {
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Ticket<()>>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reports the first failure among queued writes that have completed, and forgets the
+    /// completed ones.
+    fn check_pending(&self) -> Result<(), JournalError> {
+        let mut pending = self.pending();
+        let mut failure = None;
+        pending.retain_mut(|ticket| match ticket.try_take() {
+            None => true,
+            Some(Ok(())) => false,
+            Some(Err(err)) => {
+                failure.get_or_insert(err);
+                false
+            }
+        });
+        match failure {
+            Some(err) => Err(JournalError::new(format!("a journal write failed: {err}"))),
+            None => Ok(()),
+        }
+    }
+
+    async fn record_inner(
+        &self,
+        event: &Event,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<(), JournalError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(JournalError::new("the engine is shutting down"));
+        }
+        let seq = i64::try_from(event.seq)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.offset);
+        let (row, stored) = convert(event, seq, &self.flow)
+            .map_err(|e| JournalError::new(format!("cannot encode event: {e}")))?;
+        let snapshot = snapshot
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| JournalError::new(format!("cannot encode snapshot: {e}")))?;
+        let wait = snapshot.is_some() || event.kind.is_terminal();
+        let entry = JournalEntry {
+            event: row,
+            snapshot,
+            change: row_change(event, &self.owner, self.lease),
+            payload: stored,
+        };
+        let ticket = self
+            .writer
+            .append(entry)
+            .await
+            .map_err(|e| JournalError::new(e.to_string()))?;
+        self.next_seq.store(seq.saturating_add(1), Ordering::Release);
+        if wait {
+            ticket
+                .wait()
+                .await
+                .map_err(|e| JournalError::new(e.to_string()))?;
+            self.check_pending()
+        } else {
+            let mut pending = self.pending();
+            pending.push(ticket);
+            if pending.len() >= 64 {
+                drop(pending);
+                self.check_pending()?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Journal for StoreJournal {
+    fn record<'a>(
+        &'a self,
+        event: &'a Event,
+        snapshot: Option<&'a Snapshot>,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(self.record_inner(event, snapshot))
+    }
+}
