@@ -13,19 +13,70 @@ use serde_json::Value;
 const TRANSITIVE_BANS: &[(&str, &[&str])] = &[
     (
         "flowrunner-domain",
-        &["tokio", "diesel", "actix-web", "actix-ws", "ureq", "r2d2", "flowrunner-dsl", "flowrunner-runtime", "flowrunner-store", "flowrunner-auth", "flowrunner-api"],
+        &[
+            "tokio",
+            "diesel",
+            "actix-web",
+            "actix-ws",
+            "ureq",
+            "r2d2",
+            "flowrunner-dsl",
+            "flowrunner-runtime",
+            "flowrunner-store",
+            "flowrunner-auth",
+            "flowrunner-api",
+        ],
     ),
     (
         "flowrunner-dsl",
-        &["tokio", "diesel", "actix-web", "actix-ws", "ureq", "r2d2", "flowrunner-runtime", "flowrunner-store", "flowrunner-auth", "flowrunner-api"],
+        &[
+            "tokio",
+            "diesel",
+            "actix-web",
+            "actix-ws",
+            "ureq",
+            "r2d2",
+            "flowrunner-runtime",
+            "flowrunner-store",
+            "flowrunner-auth",
+            "flowrunner-api",
+        ],
     ),
     (
         "flowrunner-runtime",
-        &["diesel", "actix-web", "actix-ws", "r2d2", "flowrunner-store", "flowrunner-auth", "flowrunner-api"],
+        &[
+            "diesel",
+            "actix-web",
+            "actix-ws",
+            "r2d2",
+            "flowrunner-store",
+            "flowrunner-auth",
+            "flowrunner-api",
+        ],
     ),
-    ("flowrunner-store", &["actix-web", "actix-ws", "flowrunner-runtime", "flowrunner-auth", "flowrunner-api"]),
-    ("flowrunner-auth", &["actix-web", "actix-ws", "flowrunner-runtime", "flowrunner-api"]),
-    ("flowrunner-engine", &["actix-web", "actix-ws", "flowrunner-api", "flowrunner-auth"]),
+    (
+        "flowrunner-store",
+        &[
+            "actix-web",
+            "actix-ws",
+            "flowrunner-runtime",
+            "flowrunner-auth",
+            "flowrunner-api",
+        ],
+    ),
+    (
+        "flowrunner-auth",
+        &[
+            "actix-web",
+            "actix-ws",
+            "flowrunner-runtime",
+            "flowrunner-api",
+        ],
+    ),
+    (
+        "flowrunner-engine",
+        &["actix-web", "actix-ws", "flowrunner-api", "flowrunner-auth"],
+    ),
 ];
 
 /// Direct dependencies reserved to one crate: only the owner may name them in its manifest.
@@ -50,7 +101,10 @@ pub fn metadata() -> Result<Value> {
         .output()
         .context("running cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     serde_json::from_slice(&out.stdout).context("parsing cargo metadata")
 }
@@ -71,9 +125,17 @@ pub fn check(meta: &Value) -> Result<Vec<String>> {
 
     // Normal and build edges of the resolved graph (dev-dependencies do not ship).
     let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for node in meta["resolve"]["nodes"].as_array().context("metadata.resolve.nodes")? {
-        let Some(id) = node["id"].as_str() else { continue };
-        let deps = node["deps"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for node in meta["resolve"]["nodes"]
+        .as_array()
+        .context("metadata.resolve.nodes")?
+    {
+        let Some(id) = node["id"].as_str() else {
+            continue;
+        };
+        let deps = node["deps"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let shipped = deps.iter().filter(|d| {
             d["dep_kinds"]
                 .as_array()
@@ -90,7 +152,9 @@ pub fn check(meta: &Value) -> Result<Vec<String>> {
             if let Some((_, owner)) = DIRECT_OWNERS.iter().find(|(d, _)| *d == dep_name)
                 && *owner != member_name
             {
-                violations.push(format!("{member_name} depends directly on {dep_name}, which only {owner} may use"));
+                violations.push(format!(
+                    "{member_name} depends directly on {dep_name}, which only {owner} may use"
+                ));
             }
         }
         if let Some((_, banned)) = TRANSITIVE_BANS.iter().find(|(c, _)| *c == member_name) {
@@ -98,7 +162,9 @@ pub fn check(meta: &Value) -> Result<Vec<String>> {
             for id in reached {
                 let name = name_of.get(id).copied().unwrap_or_default();
                 if banned.contains(&name) {
-                    violations.push(format!("{member_name} reaches {name}, which its layer forbids"));
+                    violations.push(format!(
+                        "{member_name} reaches {name}, which its layer forbids"
+                    ));
                 }
             }
         }
@@ -127,7 +193,11 @@ mod tests {
     fn layering_is_respected() {
         let meta = metadata().expect("cargo metadata");
         let violations = check(&meta).expect("well-formed metadata");
-        assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+        assert!(
+            violations.is_empty(),
+            "layering violations:\n{}",
+            violations.join("\n")
+        );
     }
 
     #[test]
@@ -146,7 +216,11 @@ mod tests {
         });
         let violations = check(&meta).expect("well-formed metadata");
         assert_eq!(violations.len(), 2, "{violations:?}");
-        assert!(violations.iter().any(|v| v.contains("only flowrunner-store may use")));
+        assert!(
+            violations
+                .iter()
+                .any(|v| v.contains("only flowrunner-store may use"))
+        );
         assert!(violations.iter().any(|v| v.contains("reaches diesel")));
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Written in Rust so it runs wherever cargo does; see `cargo xtask help`.
 
+mod bench_server;
 mod layering;
 
 use std::path::{Path, PathBuf};
@@ -70,11 +71,7 @@ fn bench(which: &str, extra: &[String]) -> Result<()> {
             args.extend(extra.iter().map(String::as_str));
             cargo(&args)
         }
-        "server" => {
-            let mut args = vec!["run", "--release", "-p", "flowrunner-bench", "--"];
-            args.extend(extra.iter().map(String::as_str));
-            cargo(&args)
-        }
+        "server" => bench_server::run(extra),
         other => bail!("unknown benchmark `{other}`: expected `engine` or `server`"),
     }
 }

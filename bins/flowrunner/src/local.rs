@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use flowrunner_runtime::{
-    BoxFuture, Event, EventKind, ExecutionOutcome, ExecutionRequest, Journal, JournalError, Runtime, Snapshot,
-    StaticSecrets,
+    BoxFuture, Event, EventKind, ExecutionOutcome, ExecutionRequest, Journal, JournalError,
+    Runtime, Snapshot, StaticSecrets,
 };
 use serde_json::Value;
 
@@ -92,7 +92,11 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
             }
         }
     }
-    if failed { ExitCode::from(EXIT_FAILED) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn plural(n: usize) -> &'static str {
@@ -108,9 +112,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let Prepared { runtime, flow, input, secrets } = prepared;
+    let Prepared {
+        runtime,
+        flow,
+        input,
+        secrets,
+    } = prepared;
     let printer = Arc::new(Printer { json: args.json });
-    let request = ExecutionRequest::new(Arc::new(flow), input).secrets(Arc::new(secrets)).journal(printer);
+    let request = ExecutionRequest::new(Arc::new(flow), input)
+        .secrets(Arc::new(secrets))
+        .journal(printer);
     let handle = match runtime.start(request) {
         Ok(handle) => handle,
         Err(err) => {
@@ -154,9 +165,14 @@ fn prepare(args: &RunArgs) -> Result<Prepared> {
     let secrets = parse_secrets(&args.secrets)?;
     let input = parse_input(args.input.as_deref())?;
     let name = args.file.display().to_string();
-    let source = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {name}"))?;
-    let runtime = Runtime::builder().build().context("cannot start the flow runtime")?;
-    let parsed = runtime.parse(&source).map_err(|diagnostics| anyhow!("{}", diagnostics.render_with_file(&name)))?;
+    let source =
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {name}"))?;
+    let runtime = Runtime::builder()
+        .build()
+        .context("cannot start the flow runtime")?;
+    let parsed = runtime
+        .parse(&source)
+        .map_err(|diagnostics| anyhow!("{}", diagnostics.render_with_file(&name)))?;
     for warning in &parsed.warnings {
         eprintln!("{}", warning.render_with_file(&name));
     }
@@ -164,19 +180,28 @@ fn prepare(args: &RunArgs) -> Result<Prepared> {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         anyhow!("invalid input:\n{}", lines.join("\n"))
     })?;
-    Ok(Prepared { runtime, flow: parsed.flow, input, secrets })
+    Ok(Prepared {
+        runtime,
+        flow: parsed.flow,
+        input,
+        secrets,
+    })
 }
 
 fn parse_input(raw: Option<&str>) -> Result<Value> {
-    let Some(raw) = raw else { return Ok(Value::Object(Default::default())) };
+    let Some(raw) = raw else {
+        return Ok(Value::Object(Default::default()));
+    };
     let (text, origin) = match raw.strip_prefix('@') {
         Some(path) => (
-            std::fs::read_to_string(path).with_context(|| format!("cannot read input file {path}"))?,
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read input file {path}"))?,
             format!("input file {path}"),
         ),
         None => (raw.to_string(), "--input".to_string()),
     };
-    let value: Value = serde_json::from_str(&text).with_context(|| format!("{origin} is not valid JSON"))?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("{origin} is not valid JSON"))?;
     if !value.is_object() {
         bail!("{origin} must be a JSON object, e.g. '{{\"name\": \"Ada\"}}'");
     }
@@ -189,9 +214,14 @@ fn parse_secrets(pairs: &[String]) -> Result<StaticSecrets> {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| anyhow!("--secret `{pair}` must have the form KEY=VALUE"))?;
-        let valid_key = key.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        let valid_key = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
             && key.len() <= 128
-            && key.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            && key
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
         if !valid_key {
             bail!("--secret key `{key}` must match ^[A-Z_][A-Z0-9_]{{0,127}}$");
         }
@@ -212,7 +242,11 @@ struct Printer {
 }
 
 impl Journal for Printer {
-    fn record<'a>(&'a self, event: &'a Event, _: Option<&'a Snapshot>) -> BoxFuture<'a, Result<(), JournalError>> {
+    fn record<'a>(
+        &'a self,
+        event: &'a Event,
+        _: Option<&'a Snapshot>,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
         let line = if self.json {
             serde_json::to_string(event).map_err(|e| JournalError::new(e.to_string()))
         } else {
@@ -221,7 +255,8 @@ impl Journal for Printer {
         Box::pin(async move {
             let line = line?;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{line}").map_err(|e| JournalError::new(format!("cannot write to stdout: {e}")))
+            writeln!(out, "{line}")
+                .map_err(|e| JournalError::new(format!("cannot write to stdout: {e}")))
         })
     }
 }
@@ -229,24 +264,63 @@ impl Journal for Printer {
 fn human(event: &Event) -> String {
     let time = event.timestamp.format("%H:%M:%S%.3f");
     let what = match &event.kind {
-        EventKind::Started { flow_name, flow_version, input } => {
+        EventKind::Started {
+            flow_name,
+            flow_version,
+            input,
+        } => {
             format!("started flow `{flow_name}` {flow_version} with input {input}")
         }
-        EventKind::Resumed { node_id } => format!("resumed at {}", node_id.as_deref().unwrap_or("the end")),
-        EventKind::NodeStarted { node_id, node_type, attempt } if *attempt > 1 => {
+        EventKind::Resumed { node_id } => {
+            format!("resumed at {}", node_id.as_deref().unwrap_or("the end"))
+        }
+        EventKind::NodeStarted {
+            node_id,
+            node_type,
+            attempt,
+        } if *attempt > 1 => {
             format!("{node_id} ({node_type}): attempt {attempt}")
         }
-        EventKind::NodeStarted { node_id, node_type, .. } => format!("{node_id} ({node_type}): started"),
-        EventKind::NodeCompleted { node_id, outcome, output, duration_ms, .. } => {
-            format!("{node_id}: completed in {duration_ms} ms -> {outcome}: {}", compact(output))
+        EventKind::NodeStarted {
+            node_id, node_type, ..
+        } => format!("{node_id} ({node_type}): started"),
+        EventKind::NodeCompleted {
+            node_id,
+            outcome,
+            output,
+            duration_ms,
+            ..
+        } => {
+            format!(
+                "{node_id}: completed in {duration_ms} ms -> {outcome}: {}",
+                compact(output)
+            )
         }
-        EventKind::NodeFailed { node_id, attempt, error, retry_in_ms, .. } => match retry_in_ms {
-            Some(ms) => format!("{node_id}: attempt {attempt} failed: {error} (retrying in {ms} ms)"),
+        EventKind::NodeFailed {
+            node_id,
+            attempt,
+            error,
+            retry_in_ms,
+            ..
+        } => match retry_in_ms {
+            Some(ms) => {
+                format!("{node_id}: attempt {attempt} failed: {error} (retrying in {ms} ms)")
+            }
             None => format!("{node_id}: attempt {attempt} failed: {error}"),
         },
-        EventKind::NodeCheckpoint { node_id, state, .. } => format!("{node_id}: checkpoint {}", compact(state)),
-        EventKind::Log { level, message, node_id, data } => {
-            let node = node_id.as_deref().map(|n| format!("{n}: ")).unwrap_or_default();
+        EventKind::NodeCheckpoint { node_id, state, .. } => {
+            format!("{node_id}: checkpoint {}", compact(state))
+        }
+        EventKind::Log {
+            level,
+            message,
+            node_id,
+            data,
+        } => {
+            let node = node_id
+                .as_deref()
+                .map(|n| format!("{n}: "))
+                .unwrap_or_default();
             match data {
                 Some(data) => format!("[{level}] {node}{message} {}", compact(data)),
                 None => format!("[{level}] {node}{message}"),

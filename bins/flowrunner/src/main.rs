@@ -36,17 +36,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(match cli.command {
-        Command::Run(_) | Command::Validate(_) => "warn",
-        _ => "info",
-    }))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+        match cli.command {
+            Command::Run(_) | Command::Validate(_) => "warn",
+            _ => "info",
+        },
+    ))
     .format_timestamp_millis()
     .init();
 
     if let Command::Validate(args) = &cli.command {
         return local::validate(args);
     }
-    let tokio = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -55,9 +60,15 @@ fn main() -> ExitCode {
     };
     let result = tokio.block_on(async {
         match cli.command {
-            Command::Serve(args) => server_cmd::run_serve(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Migrate(args) => server_cmd::run_migrate(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Account(cmd) => server_cmd::run_account(cmd).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => server_cmd::run_serve(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Migrate(args) => server_cmd::run_migrate(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Account(cmd) => server_cmd::run_account(cmd)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Run(args) => local::run(args).await,
             Command::Validate(_) => Ok(ExitCode::SUCCESS),
         }

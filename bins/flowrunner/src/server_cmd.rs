@@ -15,6 +15,21 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     flowrunner_domain::parse_duration(text).map_err(|e| e.to_string())
 }
 
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number of at least 1".into()),
+    }
+}
+
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_ttl(text)?;
+    if lease < Duration::from_secs(1) {
+        return Err("the lease must be at least 1s".into());
+    }
+    Ok(lease)
+}
+
 /// Where the database is and how secrets at rest are keyed (shared by every server command).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
@@ -81,6 +96,21 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "FLOWRUNNER_WORKERS")]
     pub workers: Option<usize>,
+
+    /// Most executions running at once in this process (including those waiting in a
+    /// `delay`); further ones stay `queued`, first in, first out.
+    #[arg(long, env = "FLOWRUNNER_MAX_RUNNING", default_value_t = flowrunner_api::config::ExecutionConfig::default().max_running, value_parser = parse_positive)]
+    pub max_running: usize,
+
+    /// How long a claimed execution stays owned without renewal (e.g. 30s); another process
+    /// takes over executions whose lease expired.
+    #[arg(long, env = "FLOWRUNNER_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub lease: Duration,
+
+    /// Threads of the runtime's blocking pool that performs the HTTP calls of `http.request`
+    /// and `webhook` nodes.
+    #[arg(long, env = "FLOWRUNNER_BLOCKING_THREADS", default_value_t = flowrunner_api::config::ExecutionConfig::default().blocking_threads, value_parser = parse_positive)]
+    pub blocking_threads: usize,
 }
 
 /// Options of `flowrunner migrate`.
@@ -140,6 +170,9 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     config.max_body_bytes = args.max_body_bytes;
     config.bcrypt_cost = args.bcrypt_cost;
     config.workers = args.workers;
+    config.executions.max_running = args.max_running;
+    config.executions.lease = args.lease;
+    config.executions.blocking_threads = args.blocking_threads;
     log::debug!("configuration: {config:?}");
     flowrunner_api::serve(config).await.context("server failed")
 }

@@ -14,7 +14,9 @@ fn bin() -> Command {
 }
 
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -40,11 +42,19 @@ fn every_example_validates() {
         .map(|p| p.display().to_string())
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "one example per built-in node type: {files:?}");
+    assert!(
+        files.len() >= 8,
+        "one example per built-in node type: {files:?}"
+    );
     let mut args = vec!["validate"];
     args.extend(files.iter().map(String::as_str));
     let out = run(&args);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert_eq!(text(&out.stdout).matches(": ok").count(), files.len());
 }
 
@@ -61,7 +71,10 @@ fn validate_reports_every_problem_with_positions_and_fails() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("error[missing_field]"), "{stdout}");
     assert!(stdout.contains("error[unknown_node_type]"), "{stdout}");
-    assert!(stdout.contains(&format!("{file}:5:")), "positions are reported: {stdout}");
+    assert!(
+        stdout.contains(&format!("{file}:5:")),
+        "positions are reported: {stdout}"
+    );
 
     let json = run(&["validate", "--json", &file]);
     assert_eq!(json.status.code(), Some(1));
@@ -70,19 +83,32 @@ fn validate_reports_every_problem_with_positions_and_fails() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     assert!(lines.len() >= 2);
-    assert!(lines.iter().all(|d| d["file"] == file.as_str() && d["line"].as_u64().is_some()));
+    assert!(
+        lines
+            .iter()
+            .all(|d| d["file"] == file.as_str() && d["line"].as_u64().is_some())
+    );
 }
 
 #[test]
 fn validate_a_missing_file_fails_clearly() {
     let out = run(&["validate", "/nonexistent/flow.yaml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("cannot read file"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot read file"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn run_prints_events_and_the_result() {
-    let out = run(&["run", example("condition.yaml").to_str().expect("utf8"), "--input", r#"{"amount": 150}"#]);
+    let out = run(&[
+        "run",
+        example("condition.yaml").to_str().expect("utf8"),
+        "--input",
+        r#"{"amount": 150}"#,
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("is_large: completed"), "{stdout}");
@@ -107,9 +133,15 @@ fn run_json_emits_one_event_per_line_with_increasing_seq() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, (0..events.len() as u64).collect::<Vec<_>>());
-    assert_eq!(events.first().map(|e| e["type"].clone()), Some("started".into()));
+    assert_eq!(
+        events.first().map(|e| e["type"].clone()),
+        Some("started".into())
+    );
     let last = events.last().expect("events");
     assert_eq!(last["type"], "completed");
     assert_eq!(last["result"]["customer"], "Ada Lovelace");
@@ -126,7 +158,11 @@ fn failing_flow_exits_non_zero() {
     );
     let out = run(&["run", &file]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("FAILED"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("FAILED"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -137,7 +173,13 @@ fn secrets_are_redacted_in_printed_events() {
         "secret.yaml",
         "metadata:\n  name: s\nnodes:\n  show:\n    type: transform\n    params:\n      value: \"token={{ secrets.API_TOKEN }}\"\n",
     );
-    let out = run(&["run", &file, "--json", "--secret", "API_TOKEN=hunter2-very-secret"]);
+    let out = run(&[
+        "run",
+        &file,
+        "--json",
+        "--secret",
+        "API_TOKEN=hunter2-very-secret",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(!stdout.contains("hunter2-very-secret"), "{stdout}");
@@ -151,7 +193,10 @@ fn bad_command_line_input_is_a_clear_usage_error() {
     let cases: &[(&[&str], &str)] = &[
         (&["--input", "{not json"], "not valid JSON"),
         (&["--input", "[1, 2]"], "must be a JSON object"),
-        (&["--input", "@/nonexistent/input.json"], "cannot read input file"),
+        (
+            &["--input", "@/nonexistent/input.json"],
+            "cannot read input file",
+        ),
         (&["--secret", "novalue"], "KEY=VALUE"),
         (&["--secret", "lower=x"], "must match"),
         (&["--secret", "A=1", "--secret", "A=2"], "given twice"),
@@ -161,8 +206,17 @@ fn bad_command_line_input_is_a_clear_usage_error() {
         let mut args = vec!["run", flow];
         args.extend_from_slice(extra);
         let out = run(&args);
-        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains(expected), "{extra:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{extra:?}: {}",
+            text(&out.stderr)
+        );
     }
     let out = run(&["run", "/nonexistent/flow.yaml"]);
     assert_eq!(out.status.code(), Some(2));
@@ -170,13 +224,23 @@ fn bad_command_line_input_is_a_clear_usage_error() {
     let broken = write_flow(&dir, "broken.yaml", "metadata: [\n");
     let out = run(&["run", &broken]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("yaml_syntax"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("yaml_syntax"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn ctrl_c_cancels_a_waiting_run_cleanly() {
     let mut child = bin()
-        .args(["run", example("delay.yaml").to_str().expect("utf8"), "--json", "--input", r#"{"wait": "1h"}"#])
+        .args([
+            "run",
+            example("delay.yaml").to_str().expect("utf8"),
+            "--json",
+            "--input",
+            r#"{"wait": "1h"}"#,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -185,18 +249,27 @@ fn ctrl_c_cancels_a_waiting_run_cleanly() {
     let mut lines = BufReader::new(stdout).lines();
     // Wait until the delay is durably waiting, then interrupt.
     loop {
-        let line = lines.next().expect("an event before the end").expect("read");
+        let line = lines
+            .next()
+            .expect("an event before the end")
+            .expect("read");
         if line.contains("node_checkpoint") {
             break;
         }
     }
     let started = Instant::now();
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
     let code = child.wait().expect("wait").code();
     assert_eq!(code, Some(130));
-    assert!(started.elapsed() < Duration::from_secs(30), "cancellation is prompt");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "cancellation is prompt"
+    );
     assert!(rest.iter().any(|l| l.contains("\"cancelled\"")), "{rest:?}");
 }
 
@@ -230,8 +303,19 @@ fn every_offline_example_runs_with_its_documented_input() {
     for name in ["condition", "delay", "fail", "log", "switch", "transform"] {
         let path = example(&format!("{name}.yaml"));
         let input = example_input(&path);
-        let out = run(&["run", path.to_str().expect("utf8"), "--json", "--input", &input]);
-        assert!(out.status.success(), "{name}: {}{}", text(&out.stdout), text(&out.stderr));
+        let out = run(&[
+            "run",
+            path.to_str().expect("utf8"),
+            "--json",
+            "--input",
+            &input,
+        ]);
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         let last: Value = text(&out.stdout)
             .lines()
             .last()

@@ -13,6 +13,44 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default interval between purges of expired token revocations.
 pub const DEFAULT_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+/// Default interval between WebSocket pings.
+pub const DEFAULT_WS_PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Default time a WebSocket may stay silent (no pong, no message) before it is closed.
+pub const DEFAULT_WS_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How the durable execution engine and its runtime run.
+#[derive(Debug, Clone)]
+pub struct ExecutionConfig {
+    /// Executions running at once in this process (including those waiting in a `delay`);
+    /// further ones stay `queued`.
+    pub max_running: usize,
+    /// How long a claimed execution stays owned without renewal.
+    pub lease: Duration,
+    /// Threads of the runtime's blocking pool (HTTP calls of `http.request` and `webhook`).
+    pub blocking_threads: usize,
+    /// Events buffered per WebSocket subscriber; a client further behind is disconnected.
+    pub subscriber_buffer: usize,
+    /// How long `DELETE /executions/{id}` waits for a running execution to stop.
+    pub cancel_wait: Duration,
+    /// Interval between WebSocket pings.
+    pub ws_ping_interval: Duration,
+    /// A WebSocket silent for this long (no pong) is closed.
+    pub ws_idle_timeout: Duration,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        Self {
+            max_running: flowrunner_engine::DEFAULT_MAX_RUNNING,
+            lease: flowrunner_engine::DEFAULT_LEASE,
+            blocking_threads: flowrunner_runtime::DEFAULT_BLOCKING_THREADS,
+            subscriber_buffer: flowrunner_engine::DEFAULT_SUBSCRIBER_BUFFER,
+            cancel_wait: flowrunner_engine::DEFAULT_CANCEL_WAIT,
+            ws_ping_interval: DEFAULT_WS_PING_INTERVAL,
+            ws_idle_timeout: DEFAULT_WS_IDLE_TIMEOUT,
+        }
+    }
+}
 
 /// Where the data lives and how secrets at rest are keyed.
 #[derive(Clone)]
@@ -92,6 +130,8 @@ pub struct ServerConfig {
     pub prune_interval: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// The execution engine.
+    pub executions: ExecutionConfig,
 }
 
 impl ServerConfig {
@@ -108,6 +148,7 @@ impl ServerConfig {
             workers: None,
             prune_interval: DEFAULT_PRUNE_INTERVAL,
             shutdown_timeout: Duration::from_secs(30),
+            executions: ExecutionConfig::default(),
         }
     }
 }
@@ -128,6 +169,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("workers", &self.workers)
             .field("prune_interval", &self.prune_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("executions", &self.executions)
             .finish()
     }
 }

@@ -145,6 +145,57 @@ impl From<flowrunner_store::Error> for Error {
     }
 }
 
+impl Error {
+    /// Maps an engine error met while serving a request; `what` names the resource in
+    /// messages. Invalid input is a 422 with one `{field, reason}` per problem in
+    /// `details.errors` (the first one also as `details.field`/`details.reason`).
+    pub fn from_engine(err: flowrunner_engine::Error, what: &str) -> Self {
+        use flowrunner_engine::Error as E;
+        match err {
+            E::NotFound => Error::NotFound(format!("{what} not found")),
+            E::AlreadyFinished => Error::Conflict("The execution has already finished".into()),
+            E::InvalidInput(errors) => {
+                let items: Vec<Value> = errors
+                    .iter()
+                    .map(|e| {
+                        let field = if e.field.is_empty() {
+                            "input".to_string()
+                        } else {
+                            format!("input.{}", e.field)
+                        };
+                        json!({ "field": field, "reason": e.reason })
+                    })
+                    .collect();
+                let mut details = items
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| json!({ "field": "input", "reason": "is invalid" }));
+                if let Some(obj) = details.as_object_mut() {
+                    obj.insert("errors".into(), Value::Array(items));
+                }
+                Error::Validation {
+                    message: format!(
+                        "The input does not match the flow's inputs: {}",
+                        errors
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                    details: Some(details),
+                }
+            }
+            E::InvalidFlow(message) => Error::Validation {
+                message: format!("The flow definition cannot run: {message}"),
+                details: Some(json!({ "field": "definition", "reason": message })),
+            },
+            E::ShuttingDown => Error::Unavailable("the execution engine is shutting down".into()),
+            E::Store(err) => Error::from_store(err, what),
+            E::Runtime(message) => Error::Internal(message),
+        }
+    }
+}
+
 impl From<flowrunner_auth::Error> for Error {
     fn from(err: flowrunner_auth::Error) -> Self {
         use flowrunner_auth::Error as A;

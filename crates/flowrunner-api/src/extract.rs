@@ -31,6 +31,16 @@ impl JsonBody {
         let bytes = self.bytes?;
         parse_json(&bytes)
     }
+
+    /// Like [`JsonBody::parse`], but an empty body (no bytes or only whitespace) is
+    /// `T::default()`.
+    pub fn parse_or_default<T: DeserializeOwned + Default>(self) -> Result<T> {
+        let bytes = self.bytes?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        parse_json(&bytes)
+    }
 }
 
 /// Parses a JSON object into `T` with the error mapping of [`JsonBody::parse`]. Every request
@@ -199,7 +209,7 @@ impl FromRequest for Caller {
 }
 
 /// The token of an `Authorization: Bearer …` header.
-fn bearer_token(req: &HttpRequest) -> Result<String> {
+pub(crate) fn bearer_token(req: &HttpRequest) -> Result<String> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)

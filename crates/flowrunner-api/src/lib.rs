@@ -1,7 +1,8 @@
 //! FlowRunner's HTTP API: the actix-web application, its routes, extractors and the one
 //! mapping from errors to the reference's envelope.
 //!
-//! This is the only crate that knows actix and the JSON wire shapes. Entry points:
+//! This is the only crate that knows actix and the JSON wire shapes. Executions are run by
+//! `flowrunner_engine`, started in [`setup::prepare`] and shut down with the server. Entry points:
 //! [`serve`] (what `flowrunner serve` runs), [`setup::prepare`] + [`start`] (tests: a server on
 //! `127.0.0.1:0` that stops on request) and [`build_app`].
 #![warn(missing_docs)]
@@ -16,7 +17,7 @@ pub mod state;
 pub mod validate;
 pub mod wire;
 
-pub use config::{BootstrapAdmin, DatabaseConfig, ServerConfig};
+pub use config::{BootstrapAdmin, DatabaseConfig, ExecutionConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use server::{RunningServer, build_app, serve, start};
 pub use state::{AppState, AppStateParts};

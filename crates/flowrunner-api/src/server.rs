@@ -39,9 +39,38 @@ pub fn build_app(
         )
         .app_data(web::QueryConfig::default().error_handler(|err, _req| query_error(err).into()))
         .app_data(web::PathConfig::default().error_handler(|err, _req| path_error(err).into()))
-        .wrap(Logger::default())
+        .wrap(access_log())
         .configure(routes::configure)
         .default_service(web::to(routes::not_found))
+}
+
+/// actix's default access log line, with the request line's `token` query parameter (the
+/// WebSocket's browser authentication) redacted.
+fn access_log() -> Logger {
+    Logger::new(r#"%a "%{request_line}xi" %s %b "%{Referer}i" "%{User-Agent}i" %T"#)
+        .custom_request_replace("request_line", |req| {
+            format!(
+                "{} {} {:?}",
+                req.method(),
+                redact_token(req.path(), req.query_string()),
+                req.version()
+            )
+        })
+}
+
+/// `path?query` with the value of every `token` parameter replaced.
+fn redact_token(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        return path.to_string();
+    }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name == "token" => format!("{name}=<redacted>"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 fn json_error(err: JsonPayloadError) -> Error {
@@ -64,6 +93,21 @@ fn query_error(err: QueryPayloadError) -> Error {
 
 fn path_error(err: PathError) -> Error {
     Error::NotFound(format!("Not found: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_token;
+
+    #[test]
+    fn tokens_are_redacted_from_the_access_log() {
+        assert_eq!(redact_token("/ws/executions/e", ""), "/ws/executions/e");
+        assert_eq!(
+            redact_token("/ws/executions/e", "token=secret&x=1"),
+            "/ws/executions/e?token=<redacted>&x=1"
+        );
+        assert_eq!(redact_token("/a", "tokens=1&token"), "/a?tokens=1&token");
+    }
 }
 
 /// A server running on the current tokio runtime.
@@ -92,17 +136,20 @@ impl RunningServer {
         self.handle.clone()
     }
 
-    /// Stops accepting connections, lets in-flight requests finish (up to the configured
-    /// shutdown timeout) and waits for the server to end.
+    /// Shuts the execution engine down (running executions are left to resume on the next
+    /// start; WebSocket streams close with 1001), stops accepting connections, lets in-flight
+    /// requests finish (up to the configured shutdown timeout) and waits for the server to end.
     pub async fn stop(self) -> Result<()> {
-        self.handle.stop(true).await;
+        graceful_stop(&self.state, &self.handle).await;
         self.wait().await
     }
 
-    /// Waits until the server ends (after [`RunningServer::handle`]`.stop(..)`).
+    /// Waits until the server ends (after [`RunningServer::handle`]`.stop(..)`); the engine is
+    /// shut down too if that has not happened yet.
     pub async fn wait(self) -> Result<()> {
         let outcome = self.server.await;
         self.pruner.abort();
+        self.state.shutdown_engine().await;
         outcome.map_err(Error::internal)??;
         Ok(())
     }
@@ -137,21 +184,32 @@ pub fn start(
     })
 }
 
-/// Prepares everything (store, migrations, secrets, first admin), binds `config.bind`, serves
-/// until SIGINT or SIGTERM, then shuts down gracefully.
+/// The engine first (so live streams end and nothing new starts), then the HTTP server.
+async fn graceful_stop(state: &AppState, handle: &ServerHandle) {
+    state.shutdown_engine().await;
+    handle.stop(true).await;
+}
+
+/// Prepares everything (store, migrations, secrets, first admin, the execution engine, which
+/// resumes unfinished executions), binds `config.bind`, serves until SIGINT or SIGTERM, then
+/// shuts down gracefully: the engine stops (running executions resume on the next start),
+/// then the HTTP server.
 pub async fn serve(config: ServerConfig) -> Result<()> {
     let state = crate::setup::prepare(&config).await?;
     let listener = TcpListener::bind(config.bind)
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
     let running = start(state, &config, listener)?;
+    // The actual address (also with port 0), on stderr whatever the log filter.
+    eprintln!("listening on {}", running.local_addr());
     log::info!("FlowRunner listening on http://{}", running.local_addr());
     let handle = running.handle();
+    let state = running.state().clone();
     let signals = tokio::spawn(async move {
         match shutdown_signal().await {
             Ok(name) => log::info!("{name} received; shutting down gracefully"),
             Err(e) => log::error!("cannot listen for shutdown signals: {e}; stopping"),
         }
-        handle.stop(true).await;
+        graceful_stop(&state, &handle).await;
     });
     let outcome = running.wait().await;
     signals.abort();

@@ -1,5 +1,6 @@
 //! Start-up and administration: the secrets key (file beside an SQLite database), opening and
-//! migrating the store, the persisted JWT secret, the first administrator, account creation.
+//! migrating the store, the persisted JWT secret, the first administrator, the execution engine,
+//! account creation.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,11 +8,14 @@ use std::sync::Arc;
 
 use flowrunner_auth::{Authenticator, PasswordHasher, TokenService};
 use flowrunner_domain::Role;
+use flowrunner_dsl::{NodeCatalog, NodeSpec};
+use flowrunner_engine::{Engine, EngineConfig};
+use flowrunner_runtime::Runtime;
 use flowrunner_store::{Account, NewAccount, Store, StoreConfig};
 
-use crate::config::{DatabaseConfig, ServerConfig};
+use crate::config::{DatabaseConfig, ExecutionConfig, ServerConfig};
 use crate::error::{Error, Result};
-use crate::state::{AppState, AppStateParts};
+use crate::state::{AppState, AppStateParts, SharedCatalog};
 use crate::validate;
 
 /// Settings key under which a generated JWT secret is kept.
@@ -230,7 +234,45 @@ pub async fn bootstrap_admin(
     Ok(Some(account))
 }
 
-/// Everything `serve` does before listening: store, secrets, first admin, application state.
+/// Builds the runtime (its registry is the node catalog flows are validated against) and starts
+/// the durable engine over `store`: unfinished executions are claimed and resumed.
+pub async fn start_engine(
+    store: &Store,
+    executions: &ExecutionConfig,
+) -> Result<(Engine, SharedCatalog)> {
+    let runtime = Runtime::builder()
+        .blocking_threads(executions.blocking_threads.max(1))
+        .build()
+        .map_err(|e| Error::Config(format!("runtime: {e}")))?;
+    let catalog: SharedCatalog = Arc::new(RegistryCatalog(runtime.clone()));
+    let config = EngineConfig {
+        max_running: executions.max_running.max(1),
+        lease: executions.lease,
+        subscriber_buffer: executions.subscriber_buffer.max(1),
+        cancel_wait: executions.cancel_wait,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(store.clone(), runtime, config)
+        .await
+        .map_err(|e| Error::Config(format!("cannot start the execution engine: {e}")))?;
+    Ok((engine, catalog))
+}
+
+/// The runtime's node registry as a shareable [`NodeCatalog`].
+struct RegistryCatalog(Runtime);
+
+impl NodeCatalog for RegistryCatalog {
+    fn spec(&self, node_type: &str) -> Option<&NodeSpec> {
+        self.0.registry().spec(node_type)
+    }
+
+    fn node_types(&self) -> Vec<String> {
+        NodeCatalog::node_types(self.0.registry())
+    }
+}
+
+/// Everything `serve` does before listening: store, secrets, first admin, the execution engine,
+/// application state.
 pub async fn prepare(config: &ServerConfig) -> Result<AppState> {
     let store = open_store(&config.database).await?;
     let secret = jwt_secret(&store, config.jwt_secret.as_deref()).await?;
@@ -241,12 +283,15 @@ pub async fn prepare(config: &ServerConfig) -> Result<AppState> {
         .await?
         .map_err(|e| Error::Config(format!("bcrypt cost: {e}")))?;
     bootstrap_admin(&store, &hasher, config.admin.as_ref()).await?;
+    let (engine, catalog) = start_engine(&store, &config.executions).await?;
     Ok(AppState::new(AppStateParts {
         store,
+        engine,
         auth: Authenticator::new(tokens),
         hasher,
-        catalog: Arc::new(flowrunner_dsl::BuiltinCatalog),
+        catalog,
         max_body_bytes: config.max_body_bytes,
+        executions: config.executions.clone(),
     }))
 }
 

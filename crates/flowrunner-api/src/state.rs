@@ -1,14 +1,17 @@
-//! The application state shared by every handler: store, authenticator, password hasher, node
-//! catalog and limits. There is no global state; everything lives here.
+//! The application state shared by every handler: store, execution engine, authenticator,
+//! password hasher, node catalog and limits. There is no global state; everything lives here.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 use flowrunner_auth::{AccountAuth, Authenticator, PasswordHasher, Principal, SessionStore};
 use flowrunner_domain::AccountId;
 use flowrunner_dsl::NodeCatalog;
+use flowrunner_engine::Engine;
 use flowrunner_store::Store;
 
+use crate::config::ExecutionConfig;
 use crate::error::Result;
 
 /// The node catalog flows are validated against (the runtime's registry once it is wired in).
@@ -22,16 +25,20 @@ pub struct AppState {
 
 struct Inner {
     store: Store,
+    engine: Engine,
     auth: Authenticator,
     hasher: PasswordHasher,
     catalog: SharedCatalog,
     max_body_bytes: usize,
+    executions: ExecutionConfig,
+    engine_stopped: AtomicBool,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("store", &self.inner.store)
+            .field("engine", &self.inner.engine)
             .field("auth", &self.inner.auth)
             .field("bcrypt_cost", &self.inner.hasher.cost())
             .field("max_body_bytes", &self.inner.max_body_bytes)
@@ -43,6 +50,8 @@ impl std::fmt::Debug for AppState {
 pub struct AppStateParts {
     /// The opened, migrated store.
     pub store: Store,
+    /// The started execution engine (over the same store).
+    pub engine: Engine,
     /// Token verification and issuing.
     pub auth: Authenticator,
     /// Password hashing.
@@ -51,6 +60,8 @@ pub struct AppStateParts {
     pub catalog: SharedCatalog,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Engine and WebSocket settings.
+    pub executions: ExecutionConfig,
 }
 
 impl AppState {
@@ -58,18 +69,23 @@ impl AppState {
     pub fn new(parts: AppStateParts) -> Self {
         let AppStateParts {
             store,
+            engine,
             auth,
             hasher,
             catalog,
             max_body_bytes,
+            executions,
         } = parts;
         Self {
             inner: Arc::new(Inner {
                 store,
+                engine,
                 auth,
                 hasher,
                 catalog,
                 max_body_bytes,
+                executions,
+                engine_stopped: AtomicBool::new(false),
             }),
         }
     }
@@ -77,6 +93,24 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The execution engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Shuts the engine down once (later calls return at once): running executions stop
+    /// without being marked and resume on the next start; live streams end.
+    pub async fn shutdown_engine(&self) {
+        if !self.inner.engine_stopped.swap(true, Ordering::AcqRel) {
+            self.inner.engine.shutdown().await;
+        }
+    }
+
+    /// Engine and WebSocket settings.
+    pub fn executions(&self) -> &ExecutionConfig {
+        &self.inner.executions
     }
 
     /// The authenticator (token service inside).

@@ -1,8 +1,9 @@
 //! The JSON shapes of the HTTP API (requests and responses), as written in the API reference.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use flowrunner_domain::Role;
+use flowrunner_domain::{ExecutionStatus, LogLevel, Role};
 use flowrunner_dsl::Diagnostic;
+use flowrunner_engine::{ExecutionRecord, LogLine};
 use flowrunner_store::{Account, FlowRecord, RevisionRecord, SecretMeta};
 use serde::{Deserialize, Serialize};
 
@@ -298,4 +299,198 @@ pub struct HealthResponse {
     pub status: &'static str,
     /// `sqlite` or `postgres`.
     pub database: &'static str,
+}
+
+/// `POST /flows/{id}/run` body (an empty body counts as `{}`).
+#[derive(Debug, Default, Deserialize)]
+pub struct RunFlowRequest {
+    /// The execution's input: a JSON object (absent or `null` means `{}`).
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+}
+
+/// `POST /flows/{id}/run` answer (202).
+#[derive(Debug, Serialize)]
+pub struct RunFlowResponse {
+    /// `exec-…`.
+    pub execution_id: String,
+    /// The flow.
+    pub flow_id: String,
+    /// `queued` or `running` (any status when an idempotency key found an earlier execution).
+    pub status: ExecutionStatus,
+    /// When the execution was accepted.
+    pub created_at: String,
+}
+
+impl From<&ExecutionRecord> for RunFlowResponse {
+    fn from(e: &ExecutionRecord) -> Self {
+        Self {
+            execution_id: e.id.to_string(),
+            flow_id: e.flow_id.to_string(),
+            status: e.status,
+            created_at: timestamp(&e.created_at),
+        }
+    }
+}
+
+/// Milliseconds from start (or acceptance, when it never started) to the end; `None` until
+/// the execution has finished.
+fn duration_ms(e: &ExecutionRecord) -> Option<i64> {
+    let end = e.completed_at?;
+    let start = e.started_at.unwrap_or(e.created_at);
+    Some((end - start).num_milliseconds().max(0))
+}
+
+/// The flow revision an execution is pinned to.
+#[derive(Debug, Serialize)]
+pub struct ExecutionRevision {
+    /// `rev-…`.
+    pub id: String,
+    /// 1, 2, …
+    pub number: i32,
+    /// `metadata.version` of that revision.
+    pub version: String,
+}
+
+/// `GET /executions/{id}` answer.
+#[derive(Debug, Serialize)]
+pub struct ExecutionDetail {
+    /// `exec-…`.
+    pub id: String,
+    /// The flow (it may have been deleted since).
+    pub flow_id: String,
+    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    pub status: ExecutionStatus,
+    /// The input (defaults applied).
+    pub input: serde_json::Value,
+    /// The flow's output once completed, else `null`.
+    pub result: Option<serde_json::Value>,
+    /// Why it failed, else `null`.
+    pub error: Option<String>,
+    /// The node it failed at, else `null`.
+    pub node_id: Option<String>,
+    /// When it was accepted.
+    pub created_at: String,
+    /// When it started running, `null` while queued.
+    pub started_at: Option<String>,
+    /// When it finished, `null` until then.
+    pub completed_at: Option<String>,
+    /// Milliseconds it ran, `null` until finished.
+    pub duration: Option<i64>,
+    /// The flow revision it runs.
+    pub revision: ExecutionRevision,
+}
+
+impl From<ExecutionRecord> for ExecutionDetail {
+    fn from(e: ExecutionRecord) -> Self {
+        Self {
+            id: e.id.to_string(),
+            flow_id: e.flow_id.to_string(),
+            status: e.status,
+            created_at: timestamp(&e.created_at),
+            started_at: e.started_at.as_ref().map(timestamp),
+            completed_at: e.completed_at.as_ref().map(timestamp),
+            duration: duration_ms(&e),
+            revision: ExecutionRevision {
+                id: e.revision_id.to_string(),
+                number: e.revision,
+                version: e.flow_version,
+            },
+            input: e.input,
+            result: e.result,
+            error: e.error,
+            node_id: e.error_node,
+        }
+    }
+}
+
+/// An execution in `GET /executions`.
+#[derive(Debug, Serialize)]
+pub struct ExecutionSummary {
+    /// `exec-…`.
+    pub id: String,
+    /// The flow.
+    pub flow_id: String,
+    /// Status.
+    pub status: ExecutionStatus,
+    /// When it started running, `null` while queued.
+    pub started_at: Option<String>,
+    /// When it finished.
+    pub completed_at: Option<String>,
+    /// Milliseconds it ran, `null` until finished.
+    pub duration: Option<i64>,
+    /// Why it failed (only present for failed executions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<&ExecutionRecord> for ExecutionSummary {
+    fn from(e: &ExecutionRecord) -> Self {
+        Self {
+            id: e.id.to_string(),
+            flow_id: e.flow_id.to_string(),
+            status: e.status,
+            started_at: e.started_at.as_ref().map(timestamp),
+            completed_at: e.completed_at.as_ref().map(timestamp),
+            duration: duration_ms(e),
+            error: e.error.clone(),
+        }
+    }
+}
+
+/// `GET /executions` answer.
+#[derive(Debug, Serialize)]
+pub struct ExecutionList {
+    /// The page, newest first.
+    pub executions: Vec<ExecutionSummary>,
+    /// All matches.
+    pub total: i64,
+    /// Page size used.
+    pub limit: u32,
+    /// Offset used.
+    pub offset: u64,
+}
+
+/// One line of `GET /executions/{id}/logs`.
+#[derive(Debug, Serialize)]
+pub struct LogEntry {
+    /// When it was written.
+    pub timestamp: String,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: LogLevel,
+    /// Text.
+    pub message: String,
+    /// The node concerned, `null` for execution-level lines.
+    pub node_id: Option<String>,
+    /// The type of that node, `null` when there is no node.
+    pub node_type: Option<String>,
+    /// Structured details, omitted when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl From<LogLine> for LogEntry {
+    fn from(l: LogLine) -> Self {
+        Self {
+            timestamp: timestamp(&l.timestamp),
+            level: l.level,
+            message: l.message,
+            node_id: l.node_id,
+            node_type: l.node_type,
+            data: l.data,
+        }
+    }
+}
+
+/// `GET /executions/{id}/logs` answer.
+#[derive(Debug, Serialize)]
+pub struct LogList {
+    /// The page, oldest first.
+    pub logs: Vec<LogEntry>,
+    /// All matching lines.
+    pub total: i64,
+    /// Page size used.
+    pub limit: u32,
+    /// Offset used.
+    pub offset: u64,
 }

@@ -251,6 +251,8 @@ struct Inner {
     stop: CancellationToken,
     /// Set at shutdown: journals write nothing more.
     closed: Arc<AtomicBool>,
+    /// Notified whenever a run slot is freed.
+    slot_freed: tokio::sync::Notify,
 }
 
 /// The durable execution engine. Cheap to clone (shared state).
@@ -307,6 +309,7 @@ impl Engine {
             sched: Mutex::new(Sched::default()),
             stop: CancellationToken::new(),
             closed: Arc::new(AtomicBool::new(false)),
+            slot_freed: tokio::sync::Notify::new(),
         });
         let engine = Engine { inner };
         engine.recover().await?;
@@ -542,6 +545,20 @@ impl Engine {
         (sched.running, sched.queued.len())
     }
 
+    /// Waits until this process has no running and no queued execution (tests, benchmarks,
+    /// draining before maintenance).
+    pub async fn wait_idle(&self) {
+        loop {
+            let freed = self.inner.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.load() == (0, 0) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
     /// Claims and schedules unfinished executions, oldest first.
     async fn recover(&self) -> Result<()> {
         let inner = &self.inner;
@@ -669,6 +686,7 @@ impl Inner {
         };
         // Wake cancel() only after the slot is free.
         let _no_waiters = done.send(true);
+        self.slot_freed.notify_waiters();
         self.spawn_all(starts);
         if let Some((job, reason)) = retry {
             self.retry(job, reason).await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use flowrunner_domain::{ExecutionStatus, LogLevel};
 use flowrunner_dsl::Flow;
 use flowrunner_runtime::{BoxFuture, Event, EventKind, Journal, JournalError, Snapshot};
@@ -93,7 +93,8 @@ pub(crate) fn convert(
     let stored = StoredEvent {
         execution_id: event.execution_id.clone(),
         seq: u64::try_from(seq).unwrap_or_default(),
-        timestamp: event.timestamp,
+        // The precision both backends store, so live and stored events are equal.
+        timestamp: event.timestamp.trunc_subsecs(6),
         kind,
         node_id,
         node_type,

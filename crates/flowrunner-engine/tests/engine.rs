@@ -191,7 +191,7 @@ async fn idempotency_keys_return_the_first_execution(db: &TestDatabase) -> TestR
 async fn per_flow_concurrency_queues_in_order(db: &TestDatabase) -> TestResult {
     let s = setup(db).await?;
     let f = flow(&s.store, &s.alice, &delay_flow("150ms", Some(1))).await?;
-    let unlimited = flow(&s.store, &s.alice, &delay_flow("150ms", None)).await?;
+    let unlimited = flow(&s.store, &s.alice, &delay_flow("5ms", None)).await?;
     let engine = engine(&s.store, config()).await?;
     let mut ids = Vec::new();
     for _ in 0..3 {

@@ -671,9 +671,13 @@ fn apply<P>(conn: &mut DbConn, op: &Op<P>) -> Result<Output> {
 
 fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
     let id = entry.event.execution_id.as_str();
-    let unfinished = executions::table
-        .filter(executions::id.eq(id))
-        .filter(executions::status.ne_all(TERMINAL));
+    // Fixed binds (no `IN` list), so the statements stay in diesel's prepared-statement cache.
+    let unfinished = executions::table.filter(executions::id.eq(id)).filter(
+        executions::status
+            .ne(TERMINAL[0])
+            .and(executions::status.ne(TERMINAL[1]))
+            .and(executions::status.ne(TERMINAL[2])),
+    );
     let changed = match &entry.change {
         RowChange::None => match &entry.snapshot {
             Some(snapshot) => Some(

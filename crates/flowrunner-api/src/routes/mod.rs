@@ -1,5 +1,5 @@
-//! The route table. Executions (`POST /flows/{id}/run`, `/executions…`) and the WebSocket stream
-//! are registered here next to the flows once the runtime is wired into [`crate::AppState`].
+//! The route table: auth, flows, executions (`POST /flows/{id}/run`, `/executions…`), accounts,
+//! secrets, and the executions' WebSocket stream (`/ws/executions/{id}`).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -7,9 +7,11 @@ use crate::error::Error;
 
 mod accounts;
 mod auth;
+mod executions;
 mod flows;
 mod health;
 mod secrets;
+mod ws;
 
 /// A resource that answers 405 (with the error envelope and an `Allow` header) to methods it
 /// has no route for.
@@ -25,6 +27,7 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 /// Registers every route of the API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)));
+    cfg.service(resource("/ws/executions/{id}", "GET").route(web::get().to(ws::stream)));
     cfg.service(
         web::scope("/api/v1")
             .service(resource("/auth/login", "POST").route(web::post().to(auth::login)))
@@ -43,6 +46,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(flows::delete)),
             )
             .service(resource("/flows/{id}/versions", "GET").route(web::get().to(flows::versions)))
+            .service(resource("/flows/{id}/run", "POST").route(web::post().to(executions::run)))
+            .service(resource("/executions", "GET").route(web::get().to(executions::list)))
+            .service(
+                resource("/executions/{id}", "GET, DELETE")
+                    .route(web::get().to(executions::get))
+                    .route(web::delete().to(executions::cancel)),
+            )
+            .service(
+                resource("/executions/{id}/logs", "GET").route(web::get().to(executions::logs)),
+            )
             .service(
                 resource("/accounts", "GET, POST")
                     .route(web::get().to(accounts::list))

@@ -62,6 +62,8 @@ pub struct TestApp {
 
 fn test_config(db: &TestDatabase) -> ServerConfig {
     let mut config = ServerConfig::new(db.url());
+    config.executions.blocking_threads = 2;
+    config.executions.cancel_wait = Duration::from_secs(5);
     // SQLite: no key configured, so the key file beside the database is exercised.
     // PostgreSQL requires one.
     if db.sqlite_path().is_none() {
@@ -314,5 +316,87 @@ impl Drop for TestApp {
         if let Some(server) = self.server.take() {
             let _stopped = self.runtime.block_on(server.stop());
         }
+    }
+}
+
+/// An offline flow with declared inputs: two log nodes (info, warn) and a transform.
+pub const LOG_FLOW: &str = "metadata:\n  name: greeter\n  version: \"1.0.0\"\ninputs:\n  name: { type: string, required: true }\n  count: { type: integer, default: 1 }\nnodes:\n  hello:\n    type: log\n    params:\n      message: \"hello {{ input.name }}\"\n    next: careful\n  careful:\n    type: log\n    params:\n      level: warn\n      message: \"careful {{ input.name }}\"\n    next: done\n  done:\n    type: transform\n    params:\n      value: { greeted: \"{{ input.name }}\", count: \"{{ input.count }}\" }\noutput: \"{{ nodes.done.output }}\"\n";
+
+/// A flow that waits `wait`, then answers `{"label": label}`; with `concurrency` set, at most
+/// that many of its executions run at once.
+pub fn delay_flow(wait: &str, label: &str, concurrency: Option<u32>) -> String {
+    let concurrency = concurrency.map_or(String::new(), |n| format!("  concurrency: {n}\n"));
+    format!(
+        "metadata:\n  name: waiter\n  version: \"1.0.0\"\n{concurrency}nodes:\n  pause:\n    type: delay\n    params:\n      duration: {wait}\n    next: done\n  done:\n    type: transform\n    params:\n      value: {{ label: {label} }}\noutput: \"{{{{ nodes.done.output }}}}\"\n"
+    )
+}
+
+/// A flow whose only node calls `url` (GET, 30 s timeout, no retry).
+pub fn http_flow(url: &str) -> String {
+    format!(
+        "metadata:\n  name: caller\n  version: \"1.0.0\"\nnodes:\n  call:\n    type: http.request\n    params:\n      url: \"{url}\"\n      timeout: 30s\n"
+    )
+}
+
+/// A flow that fails at node `boom`.
+pub const FAIL_FLOW: &str = "metadata:\n  name: failing\n  version: \"1.0.0\"\nnodes:\n  boom:\n    type: fail\n    params:\n      message: \"it broke\"\n";
+
+impl TestApp {
+    /// Creates a flow from a definition as `token`'s account; returns its id.
+    pub fn create_flow_from(&self, token: &str, definition: &str) -> String {
+        let r = self.post(
+            "/api/v1/flows",
+            Some(token),
+            json!({"definition": definition}),
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+        r.body["id"].as_str().expect("id").to_string()
+    }
+
+    /// Runs a flow; asserts 202 and returns the execution id.
+    pub fn run_flow(&self, token: &str, flow_id: &str, input: Value) -> String {
+        let r = self.post(
+            &format!("/api/v1/flows/{flow_id}/run"),
+            Some(token),
+            json!({ "input": input }),
+        );
+        assert_eq!(r.status, 202, "{r:?}");
+        r.body["execution_id"]
+            .as_str()
+            .expect("execution id")
+            .to_string()
+    }
+
+    /// Polls `GET /executions/{id}` until `done` holds for its body (5 s at most).
+    pub fn wait_execution(&self, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = self.get(&format!("/api/v1/executions/{id}"), Some(token));
+            assert_eq!(r.status, 200, "{r:?}");
+            if done(&r.body) {
+                return r.body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "execution {id} never reached the expected state: {}",
+                r.body
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Polls until the execution has a terminal status.
+    pub fn wait_finished(&self, token: &str, id: &str) -> Value {
+        self.wait_execution(token, id, |e| {
+            matches!(
+                e["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        })
+    }
+
+    /// The `ws://` URL of a path.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.base.trim_start_matches("http://"), path)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use flowrunner_domain::Role;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, USER_PASSWORD, definition};
+use crate::common::{TestApp, USER_PASSWORD, definition, delay_flow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Caller {
@@ -34,6 +34,10 @@ struct Cell {
     owner_id: String,
     owner_email: String,
     flow_id: String,
+    /// An offline flow of the owner that waits ten minutes.
+    waiting_flow_id: String,
+    /// A running execution of that flow.
+    execution_id: String,
     n: usize,
 }
 
@@ -274,6 +278,68 @@ fn rows() -> Vec<Row> {
             admin: 200,
             public: false,
         },
+        Row {
+            name: "run flow",
+            method: "POST",
+            path: |c| format!("/api/v1/flows/{}/run", c.waiting_flow_id),
+            body: |_| Some(json!({"input": {}})),
+            other: 404,
+            owner: 202,
+            admin: 202,
+            public: false,
+        },
+        Row {
+            name: "list executions",
+            method: "GET",
+            path: |_| "/api/v1/executions".into(),
+            body: no_body,
+            other: 200,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
+        Row {
+            name: "get execution",
+            method: "GET",
+            path: |c| format!("/api/v1/executions/{}", c.execution_id),
+            body: no_body,
+            other: 404,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
+        Row {
+            name: "execution logs",
+            method: "GET",
+            path: |c| format!("/api/v1/executions/{}/logs", c.execution_id),
+            body: no_body,
+            other: 404,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
+        Row {
+            name: "cancel execution",
+            method: "DELETE",
+            path: |c| format!("/api/v1/executions/{}", c.execution_id),
+            body: no_body,
+            other: 404,
+            owner: 200,
+            admin: 200,
+            public: false,
+        },
+        Row {
+            // Without upgrade headers: authorization and ownership are checked first, then the
+            // missing upgrade is a 400.
+            name: "execution stream",
+            method: "GET",
+            path: |c| format!("/ws/executions/{}", c.execution_id),
+            body: no_body,
+            other: 404,
+            owner: 400,
+            admin: 400,
+            public: false,
+        },
     ]
 }
 
@@ -284,6 +350,8 @@ fn setup(app: &TestApp, caller: Caller) -> (Cell, Option<String>) {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let owner = app.create_user(&format!("owner{n}@example.com"), Role::User);
     let flow_id = app.create_flow(&owner.token, "Owned", &[]);
+    let waiting_flow_id = app.create_flow_from(&owner.token, &delay_flow("10m", "wait", None));
+    let execution_id = app.run_flow(&owner.token, &waiting_flow_id, json!({}));
     let secret = app.post(
         &format!("/api/v1/accounts/{}/secrets", owner.id),
         Some(&owner.token),
@@ -315,6 +383,8 @@ fn setup(app: &TestApp, caller: Caller) -> (Cell, Option<String>) {
             owner_id: owner.id,
             owner_email: owner.email,
             flow_id,
+            waiting_flow_id,
+            execution_id,
             n,
         },
         token,

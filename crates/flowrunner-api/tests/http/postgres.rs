@@ -17,4 +17,6 @@ fn representative_subset_on_postgres() {
     crate::flows::lifecycle(&app);
     crate::secrets::lifecycle(&app);
     crate::accounts::rules(&app);
+    crate::executions::lifecycle(&app);
+    crate::ws::late_join(&app);
 }

@@ -1,0 +1,1087 @@
+//! `cargo xtask bench server`: end-to-end benchmark of the release server, driven only over
+//! HTTP and WebSocket like any client (throughput, durable per-node overhead, memory and
+//! wake-up of sleeping executions). How to read the figures: docs/benchmarks.md.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use serde_json::{Value, json};
+
+const USAGE: &str = "\
+cargo xtask bench server [options]
+
+Builds `flowrunner` in release mode, starts it on 127.0.0.1 with a fresh SQLite database in a
+temporary directory and measures, in one run:
+  1. executions/s and latency of a 3-node transform flow under concurrent clients
+  2. durable per-node overhead: (median of a 40-node chain - median of a 10-node chain) / 30
+  3. server RSS with many executions waiting in a `delay` node, and how promptly they wake
+
+Options:
+  --clients N       concurrent client threads for (1) and for starting (3) [64]
+  --executions N    executions in (1) [20000]
+  --samples N       sequential executions of each chain in (2) [200]
+  --sleepers N      executions waiting in a delay in (3) [10000]
+  --sleep SECONDS   length of that delay [15]
+  --wait ws|poll    how a client waits for completion: the execution's WebSocket (default) or
+                    polling GET /executions/{id}
+  --access-log      keep the server's per-request access log (off by default)
+  --only LIST       comma-separated subset of: throughput,overhead,memory
+";
+
+/// Goals printed next to the results.
+const GOAL_EXEC_PER_SEC: f64 = 5_000.0;
+const GOAL_US_PER_NODE: f64 = 100.0;
+const GOAL_RSS_MIB: f64 = 256.0;
+
+const ADMIN_EMAIL: &str = "bench@example.com";
+const ADMIN_PASSWORD: &str = "bench-password-not-secret";
+
+/// How a client waits for an execution to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitMode {
+    /// Open `/ws/executions/{id}` and read until the terminal message (pushed by the server).
+    WebSocket,
+    /// `GET /executions/{id}` with a short, growing pause between attempts.
+    Poll,
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    clients: usize,
+    executions: usize,
+    samples: usize,
+    sleepers: usize,
+    sleep: Duration,
+    wait: WaitMode,
+    access_log: bool,
+    throughput: bool,
+    overhead: bool,
+    memory: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clients: 64,
+            executions: 20_000,
+            samples: 200,
+            sleepers: 10_000,
+            sleep: Duration::from_secs(15),
+            wait: WaitMode::WebSocket,
+            access_log: false,
+            throughput: true,
+            overhead: true,
+            memory: true,
+        }
+    }
+}
+
+fn parse_options(args: &[String]) -> Result<Options> {
+    fn number(flag: &str, value: Option<&String>) -> Result<usize> {
+        let text = value.with_context(|| format!("{flag} needs a value"))?;
+        let n: usize = text
+            .parse()
+            .with_context(|| format!("{flag}: `{text}` is not a number"))?;
+        ensure!(n > 0, "{flag} must be positive");
+        Ok(n)
+    }
+    let mut opts = Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--clients" => opts.clients = number(arg, args.next())?,
+            "--executions" => opts.executions = number(arg, args.next())?,
+            "--samples" => opts.samples = number(arg, args.next())?,
+            "--sleepers" => opts.sleepers = number(arg, args.next())?,
+            "--sleep" => opts.sleep = Duration::from_secs(number(arg, args.next())? as u64),
+            "--wait" => {
+                opts.wait = match args.next().map(String::as_str) {
+                    Some("ws") => WaitMode::WebSocket,
+                    Some("poll") => WaitMode::Poll,
+                    other => bail!("--wait expects `ws` or `poll`, got {other:?}"),
+                }
+            }
+            "--access-log" => opts.access_log = true,
+            "--only" => {
+                let list = args.next().context("--only needs a value")?;
+                opts.throughput = false;
+                opts.overhead = false;
+                opts.memory = false;
+                for part in list.split(',') {
+                    match part.trim() {
+                        "throughput" => opts.throughput = true,
+                        "overhead" => opts.overhead = true,
+                        "memory" => opts.memory = true,
+                        other => bail!("--only: unknown phase `{other}`"),
+                    }
+                }
+            }
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown option `{other}`\n\n{USAGE}"),
+        }
+    }
+    Ok(opts)
+}
+
+/// Entry point of `cargo xtask bench server [options]`.
+pub fn run(args: &[String]) -> Result<()> {
+    let opts = parse_options(args)?;
+    let bin = build_release()?;
+    let server = Server::start(&bin, opts.access_log)?;
+    println!(
+        "server pid {} on http://{} (log: {})",
+        server.pid(),
+        server.addr,
+        server.log_path.display()
+    );
+    let outcome = measure(&server, &opts);
+    if outcome.is_err() {
+        eprintln!("server log tail:\n{}", server.log_tail(40));
+    }
+    server.stop();
+    let report = outcome?;
+    print!("{}", report.render(&opts));
+    Ok(())
+}
+
+/// `cargo build --release -p flowrunner`, returning the path of the built executable (honours
+/// `CARGO_TARGET_DIR` and any other cargo configuration, since cargo reports the path).
+fn build_release() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let args = [
+        "build",
+        "--release",
+        "-p",
+        "flowrunner",
+        "--message-format=json-render-diagnostics",
+    ];
+    println!("$ cargo {}", args.join(" "));
+    let out = Command::new(cargo)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    ensure!(
+        out.status.success(),
+        "`cargo build --release -p flowrunner` failed ({})",
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "flowrunner")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .context("cargo did not report the `flowrunner` executable")
+}
+
+/// The server process under test; killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log_path: PathBuf,
+    // Fields drop after `Drop::drop` has killed the server, so the database outlives it.
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(bin: &Path, access_log: bool) -> Result<Server> {
+        let dir = tempfile::Builder::new()
+            .prefix("flowrunner-bench-")
+            .tempdir()
+            .context("creating a temp dir")?;
+        let log_path = dir.path().join("server.log");
+        let db = dir.path().join("fr.db");
+        let rust_log = if access_log {
+            "info"
+        } else {
+            "info,actix_web::middleware::logger=warn"
+        };
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .env("FLOWRUNNER_BIND", "127.0.0.1:0")
+            .env(
+                "FLOWRUNNER_DATABASE_URL",
+                format!("sqlite://{}", db.display()),
+            )
+            .env("FLOWRUNNER_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("FLOWRUNNER_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RUST_LOG", rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stderr = child.stderr.take().context("server stderr")?;
+        let mut log = std::fs::File::create(&log_path).context("creating the server log")?;
+        let (tx, rx) = mpsc::channel();
+        // Drains stderr for the whole life of the server (a full pipe would block it) into the
+        // log file, and reports the listening address once.
+        thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = listening_addr(&line)
+                    && let Some(tx) = tx.take()
+                {
+                    // The receiver may have given up already; nothing else to tell then.
+                    tx.send(addr).ok();
+                }
+                if writeln!(log, "{line}").is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => break Some(addr),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if child.try_wait().context("polling the server")?.is_some()
+                        || Instant::now() > deadline
+                    {
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(addr) = addr else {
+            child.kill().ok();
+            child.wait().ok();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("the server did not report its address; its stderr:\n{log}");
+        };
+        Ok(Server {
+            child,
+            addr,
+            log_path,
+            _dir: dir,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `VmRSS` and `VmHWM` of the server process, in KiB.
+    fn memory_kib(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .context("reading /proc")?;
+        let field = |name: &str| -> Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("{name} missing from /proc/<pid>/status"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// CPU time (user + system) the server has used so far.
+    fn cpu_time(&self) -> Result<Duration> {
+        process_cpu_time(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SIGKILL: the benchmark is over and the database is thrown away.
+            self.child.kill().ok();
+        }
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("FlowRunner listening on http://")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// utime + stime from a `/proc/<pid>/stat` file (clock ticks, assumed 100 per second as on
+/// every Linux configuration this runs on).
+fn process_cpu_time(path: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    // Fields after the `(comm)` one, which may contain spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the file, 12 and 13 after `(comm)` and state.
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .context("malformed stat")
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// A logged-in API client. Each thread makes its own (one keep-alive connection each).
+#[derive(Debug, Clone)]
+struct Api {
+    addr: SocketAddr,
+    base: String,
+    bearer: String,
+    agent: ureq::Agent,
+}
+
+fn new_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+impl Api {
+    fn login(addr: SocketAddr) -> Result<Api> {
+        let base = format!("http://{addr}/api/v1");
+        let mut api = Api {
+            addr,
+            base,
+            bearer: String::new(),
+            agent: new_agent(),
+        };
+        let body = api.call(
+            "POST",
+            "/auth/login",
+            Some(&json!({"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+            200,
+        )?;
+        let token = body["token"]
+            .as_str()
+            .context("login answer without `token`")?;
+        api.bearer = format!("Bearer {token}");
+        Ok(api)
+    }
+
+    /// A copy with its own connection.
+    fn fresh(&self) -> Api {
+        Api {
+            agent: new_agent(),
+            ..self.clone()
+        }
+    }
+
+    /// Sends a request and returns the JSON body, failing unless the status is `expect`.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>, expect: u16) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = match (method, body) {
+            ("GET", None) => self
+                .agent
+                .get(&url)
+                .header("Authorization", &self.bearer)
+                .call(),
+            ("POST", Some(body)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &self.bearer)
+                .send_json(body),
+            _ => bail!("unsupported request {method} {path}"),
+        };
+        let mut response = response.with_context(|| format!("{method} {path}"))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("{method} {path}: reading the body"))?;
+        ensure!(
+            status == expect,
+            "{method} {path}: expected {expect}, got {status}: {text}"
+        );
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("{method} {path}: body is not JSON: {text}"))
+    }
+
+    fn create_flow(&self, definition: &str) -> Result<String> {
+        let flow = self.call(
+            "POST",
+            "/flows",
+            Some(&json!({ "definition": definition })),
+            201,
+        )?;
+        flow["id"]
+            .as_str()
+            .map(str::to_string)
+            .context("flow without `id`")
+    }
+
+    /// `POST /flows/{id}/run`; returns the execution id.
+    fn start(&self, flow_id: &str, input: Value) -> Result<String> {
+        let body = self.call(
+            "POST",
+            &format!("/flows/{flow_id}/run"),
+            Some(&json!({ "input": input })),
+            202,
+        )?;
+        body["execution_id"]
+            .as_str()
+            .map(str::to_string)
+            .context("run answer without `execution_id`")
+    }
+
+    /// Waits until the execution is terminal; returns its final status.
+    fn wait(&self, execution_id: &str, mode: WaitMode) -> Result<String> {
+        match mode {
+            WaitMode::WebSocket => self.wait_ws(execution_id),
+            WaitMode::Poll => self.wait_poll(execution_id),
+        }
+    }
+
+    fn wait_ws(&self, execution_id: &str) -> Result<String> {
+        let stream = TcpStream::connect(self.addr).context("connecting the WebSocket")?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let uri: tungstenite::http::Uri =
+            format!("ws://{}/ws/executions/{execution_id}", self.addr).parse()?;
+        let request = tungstenite::ClientRequestBuilder::new(uri)
+            .with_header("Authorization", self.bearer.as_str());
+        let (mut socket, _) = tungstenite::client(request, stream)
+            .map_err(|e| anyhow!("WebSocket handshake for {execution_id}: {e}"))?;
+        let mut terminal = None;
+        loop {
+            match socket.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    let event: Value = serde_json::from_str(text.as_str())
+                        .context("WebSocket message is not JSON")?;
+                    let status = match event["type"].as_str() {
+                        Some("execution_completed") => "completed",
+                        Some("execution_failed") => "failed",
+                        Some("execution_cancelled") => "cancelled",
+                        _ => continue,
+                    };
+                    terminal = Some(status.to_string());
+                    // The server closes after the terminal message; answer its close frame.
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    break;
+                }
+                Err(e) if terminal.is_some() => {
+                    // The outcome is known; a reset while closing does not change it.
+                    log_once(&format!(
+                        "WebSocket closed uncleanly after the terminal message: {e}"
+                    ));
+                    break;
+                }
+                Err(e) => return Err(anyhow!("WebSocket of {execution_id}: {e}")),
+            }
+        }
+        terminal.with_context(|| {
+            format!("WebSocket of {execution_id} closed without a terminal message")
+        })
+    }
+
+    fn wait_poll(&self, execution_id: &str) -> Result<String> {
+        let mut pause = Duration::from_micros(500);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let execution = self.call("GET", &format!("/executions/{execution_id}"), None, 200)?;
+            match execution["status"].as_str() {
+                Some(status @ ("completed" | "failed" | "cancelled")) => {
+                    return Ok(status.to_string());
+                }
+                Some(_) => {}
+                None => bail!("execution {execution_id} without `status`: {execution}"),
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "execution {execution_id} not finished after 120 s"
+            );
+            thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// `total` of `GET /executions?flow_id=..&status=..&limit=1`.
+    fn count(&self, flow_id: &str, status: &str) -> Result<u64> {
+        let page = self.call(
+            "GET",
+            &format!("/executions?flow_id={flow_id}&status={status}&limit=1"),
+            None,
+            200,
+        )?;
+        page["total"]
+            .as_u64()
+            .context("execution list without `total`")
+    }
+}
+
+/// Prints a message the first time it is seen (rare, non-fatal oddities).
+fn log_once(message: &str) {
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    if let Ok(mut seen) = SEEN.lock()
+        && !seen.iter().any(|m| m == message)
+    {
+        eprintln!("note: {message}");
+        seen.push(message.to_string());
+    }
+}
+
+fn transform3_flow() -> String {
+    "\
+metadata:
+  name: bench-transform-3
+inputs:
+  n: { type: integer, required: true }
+nodes:
+  first:
+    type: transform
+    params: { value: { n: \"{{ input.n }}\" } }
+    next: second
+  second:
+    type: transform
+    params: { value: { doubled: \"{{ nodes.first.output.n * 2 }}\" } }
+    next: third
+  third:
+    type: transform
+    params: { value: { n: \"{{ nodes.first.output.n }}\", doubled: \"{{ nodes.second.output.doubled }}\" } }
+"
+    .to_string()
+}
+
+fn chain_flow(nodes: usize) -> String {
+    let mut yaml = format!("metadata:\n  name: bench-chain-{nodes}\nnodes:\n");
+    for i in 1..=nodes {
+        // Infallible: writing to a String.
+        let _ = writeln!(
+            yaml,
+            "  step{i}:\n    type: transform\n    params: {{ value: {{ step: {i} }} }}"
+        );
+        if i < nodes {
+            let _ = writeln!(yaml, "    next: step{}", i + 1);
+        }
+    }
+    yaml
+}
+
+fn sleep_flow(sleep: Duration) -> String {
+    format!(
+        "\
+metadata:
+  name: bench-sleep
+nodes:
+  wait:
+    type: delay
+    params: {{ duration: {}ms }}
+    timeout: 1h
+    next: done
+  done:
+    type: transform
+    params: {{ value: {{ woke: true }} }}
+",
+        sleep.as_millis()
+    )
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    throughput: Option<Throughput>,
+    overhead: Option<Overhead>,
+    memory: Option<Memory>,
+    idle_rss_kib: u64,
+}
+
+#[derive(Debug)]
+struct Throughput {
+    executions: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    server_cpu: Duration,
+    client_cpu: Duration,
+}
+
+#[derive(Debug)]
+struct Overhead {
+    samples: usize,
+    median10: Duration,
+    median40: Duration,
+    server_median10_ms: Option<f64>,
+    server_median40_ms: Option<f64>,
+}
+
+#[derive(Debug)]
+struct Memory {
+    sleepers: usize,
+    post_time: Duration,
+    waiting_seen: u64,
+    rss_kib: u64,
+    hwm_kib: u64,
+    lag_after_last_wake: Duration,
+    first_completion_after_first_wake: Duration,
+}
+
+fn measure(server: &Server, opts: &Options) -> Result<Report> {
+    let api = Api::login(server.addr)?;
+    let transform3 = api.create_flow(&transform3_flow())?;
+    let chain10 = api.create_flow(&chain_flow(10))?;
+    let chain40 = api.create_flow(&chain_flow(40))?;
+    let sleeper = api.create_flow(&sleep_flow(opts.sleep))?;
+
+    println!("warming up");
+    concurrent_runs(
+        &api,
+        &transform3,
+        opts.clients.min(500),
+        opts.clients,
+        opts.wait,
+    )?;
+    let mut report = Report {
+        idle_rss_kib: server.memory_kib()?.0,
+        ..Report::default()
+    };
+
+    if opts.throughput {
+        println!(
+            "throughput: {} executions of a 3-node flow from {} clients",
+            opts.executions, opts.clients
+        );
+        let server_cpu = server.cpu_time()?;
+        let client_cpu = process_cpu_time("/proc/self/stat")?;
+        let started = Instant::now();
+        let mut latencies =
+            concurrent_runs(&api, &transform3, opts.executions, opts.clients, opts.wait)?;
+        let elapsed = started.elapsed();
+        latencies.sort();
+        report.throughput = Some(Throughput {
+            executions: opts.executions,
+            elapsed,
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+            max: latencies.last().copied().unwrap_or_default(),
+            server_cpu: server.cpu_time()?.saturating_sub(server_cpu),
+            client_cpu: process_cpu_time("/proc/self/stat")?.saturating_sub(client_cpu),
+        });
+    }
+
+    if opts.overhead {
+        println!(
+            "overhead: {} sequential executions each of a 10-node and a 40-node chain",
+            opts.samples
+        );
+        report.overhead = Some(overhead(&api, &chain10, &chain40, opts)?);
+    }
+
+    if opts.memory {
+        println!(
+            "memory: {} executions waiting {:?} in a delay",
+            opts.sleepers, opts.sleep
+        );
+        report.memory = Some(memory(server, &api, &sleeper, opts)?);
+    }
+    Ok(report)
+}
+
+/// Runs `total` executions of `flow` from `clients` threads, each starting one and waiting for
+/// it before the next. Returns the latency (POST sent to completion observed) of each.
+fn concurrent_runs(
+    api: &Api,
+    flow: &str,
+    total: usize,
+    clients: usize,
+    wait: WaitMode,
+) -> Result<Vec<Duration>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<Result<Vec<Duration>>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    let api = api.fresh();
+                    let mut latencies = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total || failed.load(Ordering::Relaxed) {
+                            return Ok(latencies);
+                        }
+                        let started = Instant::now();
+                        let outcome = api.start(flow, json!({ "n": i })).and_then(|id| {
+                            let status = api.wait(&id, wait)?;
+                            ensure!(status == "completed", "execution {id} ended {status}");
+                            Ok(())
+                        });
+                        if let Err(e) = outcome {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                        latencies.push(started.elapsed());
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("client thread panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(total);
+    for result in results {
+        all.extend(result?);
+    }
+    Ok(all)
+}
+
+fn overhead(api: &Api, chain10: &str, chain40: &str, opts: &Options) -> Result<Overhead> {
+    let mut client10 = Vec::with_capacity(opts.samples);
+    let mut client40 = Vec::with_capacity(opts.samples);
+    let mut ids10 = Vec::with_capacity(opts.samples);
+    let mut ids40 = Vec::with_capacity(opts.samples);
+    // Interleaved, so that drift (a growing database, other load) affects both alike.
+    for _ in 0..opts.samples {
+        for (flow, times, ids) in [
+            (chain10, &mut client10, &mut ids10),
+            (chain40, &mut client40, &mut ids40),
+        ] {
+            let started = Instant::now();
+            let id = api.start(flow, json!({}))?;
+            let status = api.wait(&id, opts.wait)?;
+            ensure!(status == "completed", "execution {id} ended {status}");
+            times.push(started.elapsed());
+            ids.push(id);
+        }
+    }
+    client10.sort();
+    client40.sort();
+    // The server's own view: `duration` (ms) of each execution, when it reports one.
+    let server_median = |ids: &[String]| -> Result<Option<f64>> {
+        let mut ms = Vec::with_capacity(ids.len());
+        for id in ids {
+            let execution = api.call("GET", &format!("/executions/{id}"), None, 200)?;
+            match execution["duration"].as_f64() {
+                Some(d) => ms.push(d),
+                None => return Ok(None),
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        Ok(ms.get(ms.len() / 2).copied())
+    };
+    Ok(Overhead {
+        samples: opts.samples,
+        median10: percentile(&client10, 0.5),
+        median40: percentile(&client40, 0.5),
+        server_median10_ms: server_median(&ids10)?,
+        server_median40_ms: server_median(&ids40)?,
+    })
+}
+
+fn memory(server: &Server, api: &Api, flow: &str, opts: &Options) -> Result<Memory> {
+    let n = opts.sleepers;
+    let next = AtomicUsize::new(0);
+    let first_post = Instant::now();
+    let results: Vec<Result<()>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..opts.clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    let api = api.fresh();
+                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                        api.start(flow, json!({}))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("client thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<()>>()?;
+    let last_post = Instant::now();
+    let post_time = last_post - first_post;
+    let first_wake = first_post + opts.sleep;
+    let last_wake = last_post + opts.sleep;
+    ensure!(
+        post_time < opts.sleep,
+        "starting {n} executions took {post_time:?}, longer than their {:?} delay: use a longer --sleep",
+        opts.sleep
+    );
+
+    // While they sleep: how many are in the delay (running), and the RSS, sampled until shortly
+    // before the first wake-up.
+    let mut waiting_seen = 0;
+    let mut rss_kib = 0;
+    let sample_until = first_wake
+        .checked_sub(Duration::from_millis(500))
+        .unwrap_or(first_wake);
+    while Instant::now() < sample_until {
+        waiting_seen = waiting_seen.max(api.count(flow, "running")?);
+        rss_kib = rss_kib.max(server.memory_kib()?.0);
+        thread::sleep(Duration::from_millis(250));
+    }
+    let hwm_kib = server.memory_kib()?.1;
+    let completed_early = api.count(flow, "completed")?;
+    ensure!(
+        completed_early == 0,
+        "{completed_early} executions completed before their delay ended"
+    );
+
+    let mut first_completion = None;
+    let deadline = last_wake + Duration::from_secs(120);
+    loop {
+        let completed = api.count(flow, "completed")?;
+        let now = Instant::now();
+        if completed > 0 && first_completion.is_none() {
+            first_completion = Some(now);
+        }
+        if completed as usize >= n {
+            break;
+        }
+        if now > deadline {
+            let failed = api.count(flow, "failed")?;
+            bail!(
+                "only {completed} of {n} sleeping executions completed ({failed} failed) 120 s after their wake-up"
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let done = Instant::now();
+    Ok(Memory {
+        sleepers: n,
+        post_time,
+        waiting_seen,
+        rss_kib,
+        hwm_kib,
+        lag_after_last_wake: done.saturating_duration_since(last_wake),
+        first_completion_after_first_wake: first_completion
+            .unwrap_or(done)
+            .saturating_duration_since(first_wake),
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+impl Report {
+    fn render(&self, opts: &Options) -> String {
+        let mut out = String::new();
+        let cores = thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let wait = match opts.wait {
+            WaitMode::WebSocket => "WebSocket",
+            WaitMode::Poll => "polling GET /executions/{id}",
+        };
+        // Infallible: writing to a String.
+        let _ = writeln!(
+            out,
+            "\nFlowRunner server, release build, SQLite, loopback, {cores} cores (client and server share them), \
+             completion observed via {wait}{}\n",
+            if opts.access_log {
+                ", access log on"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(out, "{:<44} {:>26}   {:<14}", "metric", "result", "goal");
+        let mut row = |metric: &str, result: String, goal: &str, met: Option<bool>| {
+            let _ = writeln!(
+                out,
+                "{metric:<44} {result:>26}   {goal:<14} {}",
+                met.map(verdict).unwrap_or("")
+            );
+        };
+        row(
+            "server RSS after start and warm-up",
+            format!("{:.1} MiB", self.idle_rss_kib as f64 / 1024.0),
+            "",
+            None,
+        );
+        if let Some(t) = &self.throughput {
+            let rate = t.executions as f64 / t.elapsed.as_secs_f64();
+            row(
+                &format!("throughput, 3-node flow, {} clients", opts.clients),
+                format!("{rate:.0} exec/s"),
+                ">= 5000/s",
+                Some(rate >= GOAL_EXEC_PER_SEC),
+            );
+            row(
+                "  latency p50 / p99 / max",
+                format!("{} / {} / {}", ms(t.p50), ms(t.p99), ms(t.max)),
+                "",
+                None,
+            );
+            row(
+                &format!("  {} executions in", t.executions),
+                format!("{:.2} s", t.elapsed.as_secs_f64()),
+                "",
+                None,
+            );
+            let per_exec = |cpu: Duration| cpu.as_secs_f64() * 1e6 / t.executions as f64;
+            row(
+                "  CPU per execution: server / bench client",
+                format!(
+                    "{:.0} µs / {:.0} µs",
+                    per_exec(t.server_cpu),
+                    per_exec(t.client_cpu)
+                ),
+                "",
+                None,
+            );
+        }
+        if let Some(o) = &self.overhead {
+            let per_node = (o.median40.as_secs_f64() - o.median10.as_secs_f64()) * 1e6 / 30.0;
+            row(
+                "durable per-node overhead (client clock)",
+                format!("{per_node:.0} µs/node"),
+                "<= 100 µs",
+                Some(per_node <= GOAL_US_PER_NODE),
+            );
+            row(
+                &format!("  median 10-node / 40-node, {} each", o.samples),
+                format!("{} / {}", ms(o.median10), ms(o.median40)),
+                "",
+                None,
+            );
+            if let (Some(a), Some(b)) = (o.server_median10_ms, o.server_median40_ms) {
+                row(
+                    "  server `duration` medians (ms) -> per node",
+                    format!("{a:.0} / {b:.0} -> {:.0} µs", (b - a) * 1e3 / 30.0),
+                    "",
+                    None,
+                );
+            }
+        }
+        if let Some(m) = &self.memory {
+            let mib = m.rss_kib as f64 / 1024.0;
+            row(
+                &format!("server RSS, {} executions in a delay", m.sleepers),
+                format!("{mib:.1} MiB"),
+                "<= 256 MiB",
+                Some(mib <= GOAL_RSS_MIB),
+            );
+            row(
+                "  peak RSS of the process (VmHWM)",
+                format!("{:.1} MiB", m.hwm_kib as f64 / 1024.0),
+                "",
+                None,
+            );
+            row(
+                "  seen waiting (status running)",
+                format!("{} of {}", m.waiting_seen, m.sleepers),
+                "",
+                None,
+            );
+            row(
+                "  time to start them all",
+                format!("{:.2} s", m.post_time.as_secs_f64()),
+                "",
+                None,
+            );
+            row(
+                "  all completed, after the last wake-up",
+                format!("{:.2} s", m.lag_after_last_wake.as_secs_f64()),
+                "",
+                None,
+            );
+            row(
+                "  first completed, after the first wake-up",
+                format!("{:.2} s", m.first_completion_after_first_wake.as_secs_f64()),
+                "",
+                None,
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_listening_line() {
+        let line = "[2026-11-29T00:31:29.165Z INFO  flowrunner_api::server] FlowRunner listening on http://127.0.0.1:42837";
+        assert_eq!(
+            listening_addr(line),
+            Some("127.0.0.1:42837".parse().expect("addr"))
+        );
+        assert_eq!(listening_addr("starting 2 workers"), None);
+    }
+
+    #[test]
+    fn chain_flows_link_every_step() {
+        let yaml = chain_flow(3);
+        assert!(yaml.contains("next: step2") && yaml.contains("next: step3"));
+        assert_eq!(yaml.matches("type: transform").count(), 3);
+    }
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 0.5), Duration::from_millis(51));
+        assert_eq!(percentile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn options_parse() {
+        let args: Vec<String> = [
+            "--clients",
+            "8",
+            "--wait",
+            "poll",
+            "--only",
+            "overhead,memory",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let opts = parse_options(&args).expect("options");
+        assert_eq!(opts.clients, 8);
+        assert_eq!(opts.wait, WaitMode::Poll);
+        assert!(!opts.throughput && opts.overhead && opts.memory);
+        assert!(parse_options(&["--clients".to_string(), "0".to_string()]).is_err());
+    }
+}
