@@ -29,11 +29,12 @@ Options:
   --executions N    executions in (1) [20000]
   --samples N       sequential executions of each chain in (2) [200]
   --sleepers N      executions waiting in a delay in (3) [10000]
-  --sleep SECONDS   length of that delay [15]
+  --sleep SECONDS   length of that delay [20]
   --wait ws|poll    how a client waits for completion: the execution's WebSocket (default) or
                     polling GET /executions/{id}
   --access-log      keep the server's per-request access log (off by default)
   --only LIST       comma-separated subset of: throughput,overhead,memory
+  --bin PATH        benchmark this `flowrunner` executable instead of building one
 ";
 
 /// Goals printed next to the results.
@@ -62,6 +63,7 @@ struct Options {
     sleep: Duration,
     wait: WaitMode,
     access_log: bool,
+    bin: Option<PathBuf>,
     throughput: bool,
     overhead: bool,
     memory: bool,
@@ -74,9 +76,10 @@ impl Default for Options {
             executions: 20_000,
             samples: 200,
             sleepers: 10_000,
-            sleep: Duration::from_secs(15),
+            sleep: Duration::from_secs(20),
             wait: WaitMode::WebSocket,
             access_log: false,
+            bin: None,
             throughput: true,
             overhead: true,
             memory: true,
@@ -110,6 +113,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
                 }
             }
             "--access-log" => opts.access_log = true,
+            "--bin" => opts.bin = Some(PathBuf::from(args.next().context("--bin needs a path")?)),
             "--only" => {
                 let list = args.next().context("--only needs a value")?;
                 opts.throughput = false;
@@ -137,7 +141,10 @@ fn parse_options(args: &[String]) -> Result<Options> {
 /// Entry point of `cargo xtask bench server [options]`.
 pub fn run(args: &[String]) -> Result<()> {
     let opts = parse_options(args)?;
-    let bin = build_release()?;
+    let bin = match &opts.bin {
+        Some(bin) => bin.clone(),
+        None => build_release()?,
+    };
     let server = Server::start(&bin, opts.access_log)?;
     println!(
         "server pid {} on http://{} (log: {})",
@@ -451,15 +458,16 @@ impl Api {
             .context("run answer without `execution_id`")
     }
 
-    /// Waits until the execution is terminal; returns its final status.
-    fn wait(&self, execution_id: &str, mode: WaitMode) -> Result<String> {
+    /// Waits until the execution is terminal; returns its final status and when the client
+    /// learnt it.
+    fn wait(&self, execution_id: &str, mode: WaitMode) -> Result<(String, Instant)> {
         match mode {
             WaitMode::WebSocket => self.wait_ws(execution_id),
             WaitMode::Poll => self.wait_poll(execution_id),
         }
     }
 
-    fn wait_ws(&self, execution_id: &str) -> Result<String> {
+    fn wait_ws(&self, execution_id: &str) -> Result<(String, Instant)> {
         let stream = TcpStream::connect(self.addr).context("connecting the WebSocket")?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -469,7 +477,7 @@ impl Api {
             .with_header("Authorization", self.bearer.as_str());
         let (mut socket, _) = tungstenite::client(request, stream)
             .map_err(|e| anyhow!("WebSocket handshake for {execution_id}: {e}"))?;
-        let mut terminal = None;
+        let mut terminal: Option<(String, Instant)> = None;
         loop {
             match socket.read() {
                 Ok(tungstenite::Message::Text(text)) => {
@@ -481,13 +489,18 @@ impl Api {
                         Some("execution_cancelled") => "cancelled",
                         _ => continue,
                     };
-                    terminal = Some(status.to_string());
-                    // The server closes after the terminal message; answer its close frame.
+                    terminal = Some((status.to_string(), Instant::now()));
                 }
-                Ok(_) => {}
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                Ok(tungstenite::Message::Close(_)) => {
+                    // The server closes right after the terminal message. Send the reply
+                    // tungstenite queued and drop the connection: the close handshake is
+                    // complete, waiting for the server's TCP close would only add latency.
+                    if let Err(e) = socket.flush() {
+                        log_once(&format!("answering the WebSocket close failed: {e}"));
+                    }
                     break;
                 }
+                Ok(_) => {}
                 Err(e) if terminal.is_some() => {
                     // The outcome is known; a reset while closing does not change it.
                     log_once(&format!(
@@ -503,14 +516,14 @@ impl Api {
         })
     }
 
-    fn wait_poll(&self, execution_id: &str) -> Result<String> {
+    fn wait_poll(&self, execution_id: &str) -> Result<(String, Instant)> {
         let mut pause = Duration::from_micros(500);
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let execution = self.call("GET", &format!("/executions/{execution_id}"), None, 200)?;
             match execution["status"].as_str() {
                 Some(status @ ("completed" | "failed" | "cancelled")) => {
-                    return Ok(status.to_string());
+                    return Ok((status.to_string(), Instant::now()));
                 }
                 Some(_) => {}
                 None => bail!("execution {execution_id} without `status`: {execution}"),
@@ -611,6 +624,8 @@ struct Report {
     overhead: Option<Overhead>,
     memory: Option<Memory>,
     idle_rss_kib: u64,
+    /// `/proc/loadavg` when the measurements started (other work on the machine skews them).
+    load_average: String,
 }
 
 #[derive(Debug)]
@@ -631,6 +646,8 @@ struct Overhead {
     median40: Duration,
     server_median10_ms: Option<f64>,
     server_median40_ms: Option<f64>,
+    /// Server CPU time over all the sequential executions (both chains).
+    server_cpu: Duration,
 }
 
 #[derive(Debug)]
@@ -638,6 +655,7 @@ struct Memory {
     sleepers: usize,
     post_time: Duration,
     waiting_seen: u64,
+    rss_before_kib: u64,
     rss_kib: u64,
     hwm_kib: u64,
     lag_after_last_wake: Duration,
@@ -661,6 +679,9 @@ fn measure(server: &Server, opts: &Options) -> Result<Report> {
     )?;
     let mut report = Report {
         idle_rss_kib: server.memory_kib()?.0,
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into()),
         ..Report::default()
     };
 
@@ -692,7 +713,7 @@ fn measure(server: &Server, opts: &Options) -> Result<Report> {
             "overhead: {} sequential executions each of a 10-node and a 40-node chain",
             opts.samples
         );
-        report.overhead = Some(overhead(&api, &chain10, &chain40, opts)?);
+        report.overhead = Some(overhead(server, &api, &chain10, &chain40, opts)?);
     }
 
     if opts.memory {
@@ -729,15 +750,17 @@ fn concurrent_runs(
                         }
                         let started = Instant::now();
                         let outcome = api.start(flow, json!({ "n": i })).and_then(|id| {
-                            let status = api.wait(&id, wait)?;
+                            let (status, seen) = api.wait(&id, wait)?;
                             ensure!(status == "completed", "execution {id} ended {status}");
-                            Ok(())
+                            Ok(seen)
                         });
-                        if let Err(e) = outcome {
-                            failed.store(true, Ordering::Relaxed);
-                            return Err(e);
+                        match outcome {
+                            Ok(seen) => latencies.push(seen - started),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
                         }
-                        latencies.push(started.elapsed());
                     }
                 })
             })
@@ -757,7 +780,14 @@ fn concurrent_runs(
     Ok(all)
 }
 
-fn overhead(api: &Api, chain10: &str, chain40: &str, opts: &Options) -> Result<Overhead> {
+fn overhead(
+    server: &Server,
+    api: &Api,
+    chain10: &str,
+    chain40: &str,
+    opts: &Options,
+) -> Result<Overhead> {
+    let cpu_before = server.cpu_time()?;
     let mut client10 = Vec::with_capacity(opts.samples);
     let mut client40 = Vec::with_capacity(opts.samples);
     let mut ids10 = Vec::with_capacity(opts.samples);
@@ -770,12 +800,13 @@ fn overhead(api: &Api, chain10: &str, chain40: &str, opts: &Options) -> Result<O
         ] {
             let started = Instant::now();
             let id = api.start(flow, json!({}))?;
-            let status = api.wait(&id, opts.wait)?;
+            let (status, seen) = api.wait(&id, opts.wait)?;
             ensure!(status == "completed", "execution {id} ended {status}");
-            times.push(started.elapsed());
+            times.push(seen - started);
             ids.push(id);
         }
     }
+    let server_cpu = server.cpu_time()?.saturating_sub(cpu_before);
     client10.sort();
     client40.sort();
     // The server's own view: `duration` (ms) of each execution, when it reports one.
@@ -797,11 +828,13 @@ fn overhead(api: &Api, chain10: &str, chain40: &str, opts: &Options) -> Result<O
         median40: percentile(&client40, 0.5),
         server_median10_ms: server_median(&ids10)?,
         server_median40_ms: server_median(&ids40)?,
+        server_cpu,
     })
 }
 
 fn memory(server: &Server, api: &Api, flow: &str, opts: &Options) -> Result<Memory> {
     let n = opts.sleepers;
+    let rss_before_kib = server.memory_kib()?.0;
     let next = AtomicUsize::new(0);
     let first_post = Instant::now();
     let results: Vec<Result<()>> = thread::scope(|scope| {
@@ -878,6 +911,7 @@ fn memory(server: &Server, api: &Api, flow: &str, opts: &Options) -> Result<Memo
         sleepers: n,
         post_time,
         waiting_seen,
+        rss_before_kib,
         rss_kib,
         hwm_kib,
         lag_after_last_wake: done.saturating_duration_since(last_wake),
@@ -923,6 +957,11 @@ impl Report {
             } else {
                 ""
             }
+        );
+        let _ = writeln!(
+            out,
+            "load average (1, 5, 15 min) at the start: {}\n",
+            self.load_average
         );
         let _ = writeln!(out, "{:<44} {:>26}   {:<14}", "metric", "result", "goal");
         let mut row = |metric: &str, result: String, goal: &str, met: Option<bool>| {
@@ -992,6 +1031,13 @@ impl Report {
                     None,
                 );
             }
+            let nodes = (o.samples * 50) as f64;
+            row(
+                "  server CPU per node run (incl. per-execution)",
+                format!("{:.0} µs", o.server_cpu.as_secs_f64() * 1e6 / nodes),
+                "",
+                None,
+            );
         }
         if let Some(m) = &self.memory {
             let mib = m.rss_kib as f64 / 1024.0;
@@ -1000,6 +1046,12 @@ impl Report {
                 format!("{mib:.1} MiB"),
                 "<= 256 MiB",
                 Some(mib <= GOAL_RSS_MIB),
+            );
+            row(
+                "  RSS just before starting them",
+                format!("{:.1} MiB", m.rss_before_kib as f64 / 1024.0),
+                "",
+                None,
             );
             row(
                 "  peak RSS of the process (VmHWM)",

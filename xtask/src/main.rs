@@ -29,7 +29,10 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("test") => cargo(&["test", "--workspace"]),
         Some("tidy") => tidy(),
-        Some("bench") => bench(args.get(1).map(String::as_str).unwrap_or("engine"), &args[args.len().min(2)..]),
+        Some("bench") => bench(
+            args.get(1).map(String::as_str).unwrap_or("engine"),
+            &args[args.len().min(2)..],
+        ),
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{HELP}");
             Ok(())
@@ -47,7 +50,14 @@ fn workspace_root() -> PathBuf {
 
 fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     tidy()?;
     cargo(&["test", "--workspace"])?;
     println!("xtask ci: all checks passed");
@@ -67,7 +77,14 @@ fn tidy() -> Result<()> {
 fn bench(which: &str, extra: &[String]) -> Result<()> {
     match which {
         "engine" => {
-            let mut args = vec!["bench", "-p", "flowrunner-runtime", "--bench", "engine", "--"];
+            let mut args = vec![
+                "bench",
+                "-p",
+                "flowrunner-runtime",
+                "--bench",
+                "engine",
+                "--",
+            ];
             args.extend(extra.iter().map(String::as_str));
             cargo(&args)
         }

@@ -25,12 +25,12 @@ const PATH: [&str; 5] = ["prepare", "pause", "call", "shape", "finish"];
 const ADMIN_EMAIL: &str = "recovery@example.com";
 const ADMIN_PASSWORD: &str = "recovery-password";
 
-/// Delay of execution `n`: 4 s for every third, else 300 to 1,500 ms.
+/// Delay of execution `n`: 4 s for every third, else 300 to 2,500 ms.
 fn delay_ms(n: usize) -> i64 {
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         LONG_DELAY_MS
     } else {
-        300 + (n as i64 * 97) % 1_200
+        300 + (n as i64 * 97) % 2_200
     }
 }
 
@@ -255,7 +255,7 @@ impl Api {
     }
 
     /// Every message of the execution's WebSocket (history, then live, then the close), using
-    /// the `?token=` form of authentication. Fails unless the server closes normally.
+    /// the `?token=` form of authentication. Fails unless the server closes normally (1000).
     fn ws_history(&self, execution_id: &str) -> Vec<Value> {
         let stream = TcpStream::connect(self.addr).expect("connect WebSocket");
         stream
@@ -269,25 +269,25 @@ impl Api {
             .unwrap_or_else(|e| panic!("WebSocket handshake for {execution_id}: {e}"));
         let mut messages = Vec::new();
         loop {
-            let m = socket.read();
-            eprintln!("[ws] {m:?}");
-            match m {
+            match socket.read() {
                 Ok(tungstenite::Message::Text(text)) => {
                     messages.push(
                         serde_json::from_str(text.as_str()).expect("WebSocket message is JSON"),
                     );
                 }
                 Ok(tungstenite::Message::Close(frame)) => {
-                    if let Some(frame) = frame {
-                        assert_eq!(
-                            u16::from(frame.code),
-                            1000,
-                            "{execution_id}: abnormal close {frame:?} after {messages:?}"
-                        );
-                    }
+                    let code = frame.as_ref().map(|f| u16::from(f.code));
+                    assert_eq!(
+                        code,
+                        Some(1000),
+                        "{execution_id}: abnormal close {frame:?} after {messages:?}"
+                    );
+                    // Send the reply queued by tungstenite. The close handshake is then complete
+                    // on the WebSocket level; the server's TCP close is not waited for.
+                    socket.flush().ok();
+                    return messages;
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::ConnectionClosed) => return messages,
                 Err(e) => panic!("WebSocket of {execution_id}: {e} after {messages:?}"),
             }
         }
@@ -396,7 +396,10 @@ fn sigkill_mid_flight_then_restart_finishes_every_execution_exactly_once() {
         }
     });
     let all_posted = Instant::now();
-    eprintln!("[recovery] {EXECUTIONS} executions started after {:?}", test_started.elapsed());
+    eprintln!(
+        "[recovery] {EXECUTIONS} executions started after {:?}",
+        test_started.elapsed()
+    );
     let mut started = started.into_inner().expect("started");
     started.sort_by_key(|s| s.n);
     assert_eq!(started.len(), EXECUTIONS);
@@ -420,15 +423,19 @@ fn sigkill_mid_flight_then_restart_finishes_every_execution_exactly_once() {
     let hits_before_kill = hits.load(Ordering::SeqCst);
     server.kill();
     let killed_at = Utc::now();
-    eprintln!("[recovery] SIGKILL after {:?}, {unfinished_at_kill} unfinished", test_started.elapsed());
+    eprintln!(
+        "[recovery] SIGKILL after {:?}, {unfinished_at_kill} unfinished",
+        test_started.elapsed()
+    );
     assert!(
-        unfinished_at_kill >= 50,
+        unfinished_at_kill >= 30,
         "the kill should hit many unfinished executions, only {unfinished_at_kill} were"
     );
 
     let restarted_at = Utc::now();
     let server = Server::start(&db);
     let api = Api::login(server.addr);
+    eprintln!("[recovery] restarted after {:?}", test_started.elapsed());
 
     // Wait until every execution is terminal.
     let deadline = Instant::now() + Duration::from_secs(40);

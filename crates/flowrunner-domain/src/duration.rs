@@ -9,7 +9,9 @@ pub enum DurationError {
     #[error("empty duration")]
     Empty,
     /// The string did not have the `<number><unit>` form.
-    #[error("invalid duration `{0}`: expected a whole number followed by ms, s, m, h or d (e.g. 250ms, 30s, 5m)")]
+    #[error(
+        "invalid duration `{0}`: expected a whole number followed by ms, s, m, h or d (e.g. 250ms, 30s, 5m)"
+    )]
     Invalid(String),
     /// The value does not fit in a duration.
     #[error("duration `{0}` is too large")]
@@ -57,7 +59,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 /// Formats a duration in the shortest exact form `parse_duration` accepts.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, factor) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, factor) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms != 0 && ms.is_multiple_of(factor) {
             return format!("{}{unit}", ms / factor);
         }
@@ -84,15 +91,26 @@ mod tests {
     fn rejects_garbage() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         for bad in ["5", "ms", "5x", "-5s", "1.5s", "5 s", "s5"] {
-            assert!(matches!(parse_duration(bad), Err(DurationError::Invalid(_))), "{bad}");
+            assert!(
+                matches!(parse_duration(bad), Err(DurationError::Invalid(_))),
+                "{bad}"
+            );
         }
-        assert!(matches!(parse_duration("99999999999999999999d"), Err(DurationError::Overflow(_))));
-        assert!(matches!(parse_duration("999999999999999d"), Err(DurationError::Overflow(_))));
+        assert!(matches!(
+            parse_duration("99999999999999999999d"),
+            Err(DurationError::Overflow(_))
+        ));
+        assert!(matches!(
+            parse_duration("999999999999999d"),
+            Err(DurationError::Overflow(_))
+        ));
     }
 
     #[test]
     fn formats_round_trip() {
-        for ms in [0u64, 1, 250, 1000, 90_000, 3_600_000, 86_400_000, 86_400_001] {
+        for ms in [
+            0u64, 1, 250, 1000, 90_000, 3_600_000, 86_400_000, 86_400_001,
+        ] {
             let d = Duration::from_millis(ms);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d));
         }

@@ -119,7 +119,10 @@ mod tests {
         assert!(LogLevel::Warn > LogLevel::Info);
         assert!(LogLevel::Error > LogLevel::Warn);
         assert!("nope".parse::<Role>().is_err());
-        assert_eq!(serde_json::to_string(&Role::Admin).ok().as_deref(), Some("\"admin\""));
+        assert_eq!(
+            serde_json::to_string(&Role::Admin).ok().as_deref(),
+            Some("\"admin\"")
+        );
         assert!(ExecutionStatus::Cancelled.is_terminal());
         assert!(!ExecutionStatus::Queued.is_terminal());
     }

@@ -17,14 +17,31 @@ use serde_json::json;
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn chain(nodes: usize) -> String {
-    let mut text = String::from("metadata: { name: chain }\ninputs:\n  n: { type: integer, default: 1 }\nstart: n0\nnodes:\n");
+    let mut text = String::from(
+        "metadata: { name: chain }\ninputs:\n  n: { type: integer, default: 1 }\nstart: n0\nnodes:\n",
+    );
     for i in 0..nodes {
-        let next = if i + 1 < nodes { format!(", next: n{}", i + 1) } else { String::new() };
+        let next = if i + 1 < nodes {
+            format!(", next: n{}", i + 1)
+        } else {
+            String::new()
+        };
         text.push_str(&format!(
             "  n{i}: {{ type: transform, params: {{ value: {{ step: {i}, n: \"{{{{ input.n }}}}\" }} }}{next} }}\n"
         ));
     }
     text
+}
+
+/// A flow that waits a minute (for the memory figure).
+const WAITING: &str = "metadata: { name: waiting }\nstart: pause\nnodes:\n  pause: { type: delay, params: { duration: 60s }, next: done }\n  done: { type: transform, params: { value: 1 } }\n";
+
+/// Resident set size of this process in MiB (Linux), if readable.
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 struct Bench {
@@ -46,7 +63,7 @@ async fn setup() -> BenchResult<Bench> {
         })
         .await?;
     let mut flows = Vec::new();
-    for nodes in [3, 10, 40] {
+    for nodes in [0, 3, 10, 40] {
         let flow = store
             .create_flow(NewFlow {
                 owner_id: owner.id.clone(),
@@ -54,7 +71,11 @@ async fn setup() -> BenchResult<Bench> {
                 description: None,
                 version: "1.0.0".into(),
                 tags: Vec::new(),
-                definition: chain(nodes),
+                definition: if nodes == 0 {
+                    WAITING.to_string()
+                } else {
+                    chain(nodes)
+                },
             })
             .await?;
         flows.push((nodes, flow));
@@ -125,7 +146,9 @@ fn durable(c: &mut Criterion) {
         }
     };
     let mut group = c.benchmark_group("throughput");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     for count in [100usize, 1000] {
         group.throughput(Throughput::Elements(count as u64));
         group.bench_with_input(BenchmarkId::new("3-node", count), &count, |b, &count| {
@@ -144,7 +167,9 @@ fn durable(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("chain");
-    group.sample_size(20).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
     let mut per_execution = Vec::new();
     for nodes in [10usize, 40] {
         let mut spent = Duration::ZERO;
@@ -179,6 +204,48 @@ fn durable(c: &mut Criterion) {
         stats.messages,
         stats.messages as f64 / stats.commits.max(1) as f64
     );
+    // Memory: 10,000 executions waiting in a `delay` (printed, not a criterion measurement).
+    let before = rss_mib();
+    let waiting = tokio.block_on(async {
+        let flow = bench.flow(0).id.clone();
+        let started = Instant::now();
+        for _ in 0..10_000 {
+            let run = RunRequest {
+                flow_id: flow.clone(),
+                scope: Scope::All,
+                input: json!({}),
+                idempotency_key: None,
+            };
+            if let Err(err) = bench.engine.submit(run).await {
+                eprintln!("submit failed: {err}");
+            }
+        }
+        let filter = flowrunner_store::ExecutionFilter {
+            status: Some(flowrunner_engine::ExecutionStatus::Running),
+            ..Default::default()
+        };
+        loop {
+            match bench
+                .store
+                .list_executions(Scope::All, filter.clone(), 1, 0)
+                .await
+            {
+                Ok((_, n)) if n >= 10_000 => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(err) => {
+                    eprintln!("list failed: {err}");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        started.elapsed()
+    });
+    if let (Some(before), Some(after)) = (before, rss_mib()) {
+        println!(
+            "10,000 executions waiting in delay: RSS {after:.0} MiB (was {before:.0} MiB before submitting; all running after {waiting:?})"
+        );
+    }
     tokio.block_on(bench.engine.shutdown());
     drop(bench.store);
 }

@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::journal::{StoreJournal, convert, row_change};
-use crate::types::{LiveEvents, LogLine, RunRequest, StoredEvent, SubscriberState, Submitted, Watch};
+use crate::types::{
+    LiveEvents, LogLine, RunRequest, StoredEvent, Submitted, SubscriberState, Watch,
+};
 
 /// How often an execution whose journal failed is retried before it is marked failed.
 const MAX_JOURNAL_RETRIES: u32 = 3;
@@ -97,7 +99,10 @@ impl Sched {
     }
 
     /// Takes every job that may start now (in arrival order) and marks it active.
-    fn take_startable(&mut self, max_running: usize) -> Vec<(Job, CancellationToken, watch::Sender<bool>)> {
+    fn take_startable(
+        &mut self,
+        max_running: usize,
+    ) -> Vec<(Job, CancellationToken, watch::Sender<bool>)> {
         let mut out = Vec::new();
         if self.stopping {
             return out;
@@ -205,7 +210,11 @@ impl Hub {
         }
     }
 
-    fn subscribe(&self, id: &ExecutionId, buffer: usize) -> (mpsc::Receiver<StoredEvent>, Arc<SubscriberState>) {
+    fn subscribe(
+        &self,
+        id: &ExecutionId,
+        buffer: usize,
+    ) -> (mpsc::Receiver<StoredEvent>, Arc<SubscriberState>) {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let state = Arc::new(SubscriberState::default());
         lock(&self.subscribers)
@@ -254,6 +263,11 @@ struct Inner {
     /// Notified whenever a run slot is freed.
     slot_freed: tokio::sync::Notify,
 }
+
+/// How many times [`Engine::cancel`] looks again for an execution in transit.
+const CANCEL_TRANSIT_ATTEMPTS: u32 = 200;
+/// Pause between those looks (at most ~1 s in all).
+const CANCEL_TRANSIT_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The durable execution engine. Cheap to clone (shared state).
 #[derive(Clone)]
@@ -333,7 +347,10 @@ impl Engine {
             .await?
             .ok_or(Error::NotFound)?;
         let entry = inner.flow_entry(&flow.revision_id, &flow.definition)?;
-        let input = entry.flow.check_input(&req.input).map_err(Error::InvalidInput)?;
+        let input = entry
+            .flow
+            .check_input(&req.input)
+            .map_err(Error::InvalidInput)?;
         let new = NewExecution {
             flow_id: flow.id.clone(),
             revision_id: flow.revision_id.clone(),
@@ -379,28 +396,43 @@ impl Engine {
     /// [`Error::AlreadyFinished`] when it had already ended.
     pub async fn cancel(&self, id: &ExecutionId, scope: Scope) -> Result<ExecutionRecord> {
         let inner = &self.inner;
-        let record = inner
-            .store
-            .get_execution(id, scope)
-            .await?
-            .ok_or(Error::NotFound)?;
-        if record.status.is_terminal() {
-            return Err(Error::AlreadyFinished);
-        }
         enum Found {
             Queued(Box<Job>),
             Running(CancellationToken, watch::Receiver<bool>),
             Elsewhere,
         }
-        let found = {
-            let mut sched = lock(&inner.sched);
-            if let Some(job) = sched.remove_queued(id) {
-                Found::Queued(Box::new(job))
-            } else if let Some(active) = sched.active.get(id) {
-                Found::Running(active.cancel.clone(), active.done.clone())
-            } else {
-                Found::Elsewhere
+        let mut attempts = 0u32;
+        let (found, record) = loop {
+            let record = inner
+                .store
+                .get_execution(id, scope.clone())
+                .await?
+                .ok_or(Error::NotFound)?;
+            if record.status.is_terminal() {
+                return Err(Error::AlreadyFinished);
             }
+            let found = {
+                let mut sched = lock(&inner.sched);
+                if let Some(job) = sched.remove_queued(id) {
+                    Found::Queued(Box::new(job))
+                } else if let Some(active) = sched.active.get(id) {
+                    Found::Running(active.cancel.clone(), active.done.clone())
+                } else {
+                    Found::Elsewhere
+                }
+            };
+            // An execution this process owns but neither queues nor runs is in transit: just
+            // created and not yet handed to the scheduler, or just finished and not yet read
+            // back as terminal. Writing a cancellation beside it would race its own journal,
+            // so look again shortly instead.
+            let in_transit = matches!(found, Found::Elsewhere)
+                && record.owner.as_deref() == Some(inner.config.worker_id.as_str());
+            if in_transit && attempts < CANCEL_TRANSIT_ATTEMPTS {
+                attempts += 1;
+                tokio::time::sleep(CANCEL_TRANSIT_PAUSE).await;
+                continue;
+            }
+            break (found, record);
         };
         match found {
             Found::Queued(job) => {
@@ -471,7 +503,9 @@ impl Engine {
             logs_only: true,
             ..EventFilter::default()
         };
-        let (events, total) = store.list_execution_events(id, filter, limit, offset).await?;
+        let (events, total) = store
+            .list_execution_events(id, filter, limit, offset)
+            .await?;
         let lines = events.into_iter().filter_map(log_line).collect();
         Ok(Some((lines, total)))
     }
@@ -566,7 +600,12 @@ impl Engine {
         let take_all = inner.store.backend() == Backend::Sqlite;
         let claimed = inner
             .writer
-            .claim_unfinished(&inner.config.worker_id, now + inner.config.lease, now, take_all)
+            .claim_unfinished(
+                &inner.config.worker_id,
+                now + inner.config.lease,
+                now,
+                take_all,
+            )
             .await?;
         if !claimed.is_empty() {
             log::info!("resuming {} unfinished execution(s)", claimed.len());
@@ -583,7 +622,10 @@ impl Engine {
                         error: format!("the execution cannot be resumed: {err}"),
                         node_id: None,
                     };
-                    if let Err(err) = inner.finish_directly(&record.id, &flow, next_seq, failed).await {
+                    if let Err(err) = inner
+                        .finish_directly(&record.id, &flow, next_seq, failed)
+                        .await
+                    {
                         log::error!("execution {} could not be marked failed: {err}", record.id);
                     }
                 }
@@ -667,7 +709,12 @@ impl Inner {
     }
 
     /// Runs one job to its end, then frees its slot and starts what may start.
-    async fn run_job(self: Arc<Self>, job: Job, cancel: CancellationToken, done: watch::Sender<bool>) {
+    async fn run_job(
+        self: Arc<Self>,
+        job: Job,
+        cancel: CancellationToken,
+        done: watch::Sender<bool>,
+    ) {
         let end = self.execute(&job, &cancel).await;
         let id = job.id.clone();
         let flow_id = job.flow_id.clone();
@@ -726,7 +773,10 @@ impl Inner {
                     error: format!("the execution journal failed repeatedly: {reason}"),
                     node_id: None,
                 };
-                if let Err(err) = self.finish_directly(&job.id, &job.entry.flow, next_seq, failed).await {
+                if let Err(err) = self
+                    .finish_directly(&job.id, &job.entry.flow, next_seq, failed)
+                    .await
+                {
                     log::error!("execution {} could not be marked failed: {err}", job.id);
                 }
             }
@@ -810,8 +860,14 @@ impl Inner {
 
     async fn fail_job(&self, job: &Job, next_seq: i64, error: String) -> RunEnd {
         log::warn!("execution {} failed before running: {error}", job.id);
-        let failed = EventKind::Failed { error, node_id: None };
-        if let Err(err) = self.finish_directly(&job.id, &job.entry.flow, next_seq, failed).await {
+        let failed = EventKind::Failed {
+            error,
+            node_id: None,
+        };
+        if let Err(err) = self
+            .finish_directly(&job.id, &job.entry.flow, next_seq, failed)
+            .await
+        {
             log::error!("execution {} could not be marked failed: {err}", job.id);
         }
         RunEnd::Finished
@@ -864,7 +920,11 @@ fn spawn_lease_renewal(inner: Weak<Inner>, stop: CancellationToken) {
             }
             let Some(inner) = inner.upgrade() else { return };
             let until = Utc::now() + inner.config.lease;
-            if let Err(err) = inner.writer.renew_leases(&inner.config.worker_id, until).await {
+            if let Err(err) = inner
+                .writer
+                .renew_leases(&inner.config.worker_id, until)
+                .await
+            {
                 log::warn!("lease renewal failed: {err}");
             }
         }

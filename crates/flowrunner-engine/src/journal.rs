@@ -67,13 +67,18 @@ pub(crate) fn convert(
             Some(format!("Node {node_id} attempt {attempt} failed: {error}")),
         ),
         EventKind::Log { level, message, .. } => (Some(*level), Some(message.clone())),
-        EventKind::Completed { .. } => {
-            (Some(LogLevel::Info), Some("Execution completed".to_string()))
-        }
-        EventKind::Failed { error, .. } => {
-            (Some(LogLevel::Error), Some(format!("Execution failed: {error}")))
-        }
-        EventKind::Cancelled => (Some(LogLevel::Warn), Some("Execution cancelled".to_string())),
+        EventKind::Completed { .. } => (
+            Some(LogLevel::Info),
+            Some("Execution completed".to_string()),
+        ),
+        EventKind::Failed { error, .. } => (
+            Some(LogLevel::Error),
+            Some(format!("Execution failed: {error}")),
+        ),
+        EventKind::Cancelled => (
+            Some(LogLevel::Warn),
+            Some("Execution cancelled".to_string()),
+        ),
         EventKind::NodeStarted { .. }
         | EventKind::NodeCompleted { .. }
         | EventKind::NodeCheckpoint { .. } => (None, None),
@@ -220,7 +225,8 @@ impl StoreJournal {
             .append(entry)
             .await
             .map_err(|e| JournalError::new(e.to_string()))?;
-        self.next_seq.store(seq.saturating_add(1), Ordering::Release);
+        self.next_seq
+            .store(seq.saturating_add(1), Ordering::Release);
         if wait {
             ticket
                 .wait()

@@ -71,7 +71,9 @@ async fn a_run_completes_with_its_record_steps_and_logs(db: &TestDatabase) -> Te
     let s = setup(db).await?;
     let f = flow(&s.store, &s.alice, THREE).await?;
     let engine = engine(&s.store, config()).await?;
-    let submitted = engine.submit(request(&f, &s.alice, json!({"name": "Ada"}))).await?;
+    let submitted = engine
+        .submit(request(&f, &s.alice, json!({"name": "Ada"})))
+        .await?;
     assert!(submitted.created);
     let id = submitted.execution.id.clone();
     assert_eq!(submitted.execution.revision_id, f.revision_id);
@@ -89,10 +91,21 @@ async fn a_run_completes_with_its_record_steps_and_logs(db: &TestDatabase) -> Te
     let completed: Vec<(&str, &str)> = events
         .iter()
         .filter(|e| e.kind == "node_completed")
-        .map(|e| (e.node_id.as_deref().unwrap_or(""), e.node_type.as_deref().unwrap_or("")))
+        .map(|e| {
+            (
+                e.node_id.as_deref().unwrap_or(""),
+                e.node_type.as_deref().unwrap_or(""),
+            )
+        })
         .collect();
-    assert_eq!(completed, vec![("a", "transform"), ("b", "log"), ("c", "transform")]);
-    let out = events.iter().find(|e| e.kind == "node_completed").map(|e| e.data["output"].clone());
+    assert_eq!(
+        completed,
+        vec![("a", "transform"), ("b", "log"), ("c", "transform")]
+    );
+    let out = events
+        .iter()
+        .find(|e| e.kind == "node_completed")
+        .map(|e| e.data["output"].clone());
     assert_eq!(out, Some(json!("Hello Ada")));
 
     let (lines, total) = engine
@@ -100,7 +113,10 @@ async fn a_run_completes_with_its_record_steps_and_logs(db: &TestDatabase) -> Te
         .await?
         .ok_or("logs")?;
     assert_eq!(total, 3);
-    let messages: Vec<(LogLevel, &str)> = lines.iter().map(|l| (l.level, l.message.as_str())).collect();
+    let messages: Vec<(LogLevel, &str)> = lines
+        .iter()
+        .map(|l| (l.level, l.message.as_str()))
+        .collect();
     assert_eq!(
         messages,
         vec![
@@ -116,10 +132,20 @@ async fn a_run_completes_with_its_record_steps_and_logs(db: &TestDatabase) -> Te
         .await?
         .ok_or("logs")?;
     assert_eq!((warn_only.len(), total), (1, 1));
-    assert!(engine.logs(&id, Scope::Owner(s.bob.id.clone()), None, 10, 0).await?.is_none());
+    assert!(
+        engine
+            .logs(&id, Scope::Owner(s.bob.id.clone()), None, 10, 0)
+            .await?
+            .is_none()
+    );
 
     let (list, total) = engine
-        .list(Scope::Owner(s.alice.id.clone()), ExecutionFilter::default(), 10, 0)
+        .list(
+            Scope::Owner(s.alice.id.clone()),
+            ExecutionFilter::default(),
+            10,
+            0,
+        )
         .await?;
     assert_eq!((list.len(), total), (1, 1));
     engine.shutdown().await;
@@ -130,7 +156,10 @@ async fn inputs_flows_and_scopes_are_checked(db: &TestDatabase) -> TestResult {
     let s = setup(db).await?;
     let f = flow(&s.store, &s.alice, THREE).await?;
     let engine = engine(&s.store, config()).await?;
-    match engine.submit(request(&f, &s.alice, json!({"name": 5}))).await {
+    match engine
+        .submit(request(&f, &s.alice, json!({"name": 5})))
+        .await
+    {
         Err(Error::InvalidInput(errors)) => {
             assert_eq!(errors.len(), 1);
             assert_eq!(errors[0].field, "name");
@@ -140,22 +169,33 @@ async fn inputs_flows_and_scopes_are_checked(db: &TestDatabase) -> TestResult {
     // Bob cannot run, see, or cancel Alice's flow and executions.
     let as_bob = request(&f, &s.bob, json!({"name": "x"}));
     assert!(matches!(engine.submit(as_bob).await, Err(Error::NotFound)));
-    let run = engine.submit(request(&f, &s.alice, json!({"name": "x"}))).await?;
+    let run = engine
+        .submit(request(&f, &s.alice, json!({"name": "x"})))
+        .await?;
     let id = run.execution.id;
     let bob = Scope::Owner(s.bob.id.clone());
     assert!(engine.get(&id, bob.clone()).await?.is_none());
     assert!(engine.watch(&id, bob.clone()).await?.is_none());
-    assert!(matches!(engine.cancel(&id, bob).await, Err(Error::NotFound)));
+    assert!(matches!(
+        engine.cancel(&id, bob).await,
+        Err(Error::NotFound)
+    ));
     finished(&engine, &id, Duration::from_secs(10)).await?;
     // A deleted flow cannot run; its executions stay readable.
     assert!(s.store.delete_flow(&f.id, Scope::All).await?);
     let again = request(&f, &s.alice, json!({"name": "x"}));
     assert!(matches!(engine.submit(again).await, Err(Error::NotFound)));
-    let record = engine.get(&id, Scope::Owner(s.alice.id.clone())).await?.ok_or("kept")?;
+    let record = engine
+        .get(&id, Scope::Owner(s.alice.id.clone()))
+        .await?
+        .ok_or("kept")?;
     assert_eq!(record.status, ExecutionStatus::Completed);
     // An admin (Scope::All) may run anyone's flow; the execution belongs to the flow's owner.
     let g = flow(&s.store, &s.alice, THREE).await?;
-    let by_admin = RunRequest { scope: Scope::All, ..request(&g, &s.bob, json!({"name": "y"})) };
+    let by_admin = RunRequest {
+        scope: Scope::All,
+        ..request(&g, &s.bob, json!({"name": "y"}))
+    };
     let run = engine.submit(by_admin).await?;
     assert_eq!(run.execution.account_id, s.alice.id);
     finished(&engine, &run.execution.id, Duration::from_secs(10)).await?;
@@ -182,7 +222,9 @@ async fn idempotency_keys_return_the_first_execution(db: &TestDatabase) -> TestR
     let third = engine.submit(keyed("order-1")).await?;
     assert!(!third.created);
     assert_eq!(third.execution.status, ExecutionStatus::Completed);
-    let (_, total) = engine.list(Scope::All, ExecutionFilter::default(), 10, 0).await?;
+    let (_, total) = engine
+        .list(Scope::All, ExecutionFilter::default(), 10, 0)
+        .await?;
     assert_eq!(total, 2);
     engine.shutdown().await;
     Ok(())
@@ -195,13 +237,27 @@ async fn per_flow_concurrency_queues_in_order(db: &TestDatabase) -> TestResult {
     let engine = engine(&s.store, config()).await?;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id);
+        ids.push(
+            engine
+                .submit(request(&f, &s.alice, json!({})))
+                .await?
+                .execution
+                .id,
+        );
     }
     // Other flows are not held up.
-    let free = engine.submit(request(&unlimited, &s.alice, json!({}))).await?.execution.id;
+    let free = engine
+        .submit(request(&unlimited, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
     let free = finished(&engine, &free, Duration::from_secs(10)).await?;
     let second = engine.get(&ids[1], Scope::All).await?.ok_or("second")?;
-    assert_eq!(second.status, ExecutionStatus::Queued, "second waits for the first");
+    assert_eq!(
+        second.status,
+        ExecutionStatus::Queued,
+        "second waits for the first"
+    );
     let mut records = Vec::new();
     for id in &ids {
         records.push(finished(&engine, id, Duration::from_secs(10)).await?);
@@ -210,7 +266,10 @@ async fn per_flow_concurrency_queues_in_order(db: &TestDatabase) -> TestResult {
     for pair in records.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         assert_eq!(b.status, ExecutionStatus::Completed);
-        assert!(b.started_at >= a.completed_at, "FIFO, one at a time: {a:?} then {b:?}");
+        assert!(
+            b.started_at >= a.completed_at,
+            "FIFO, one at a time: {a:?} then {b:?}"
+        );
     }
     engine.shutdown().await;
     Ok(())
@@ -219,10 +278,23 @@ async fn per_flow_concurrency_queues_in_order(db: &TestDatabase) -> TestResult {
 async fn the_global_cap_limits_running_executions(db: &TestDatabase) -> TestResult {
     let s = setup(db).await?;
     let f = flow(&s.store, &s.alice, &delay_flow("60ms", None)).await?;
-    let engine = engine(&s.store, EngineConfig { max_running: 2, ..config() }).await?;
+    let engine = engine(
+        &s.store,
+        EngineConfig {
+            max_running: 2,
+            ..config()
+        },
+    )
+    .await?;
     let mut ids = Vec::new();
     for _ in 0..6 {
-        ids.push(engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id);
+        ids.push(
+            engine
+                .submit(request(&f, &s.alice, json!({})))
+                .await?
+                .execution
+                .id,
+        );
     }
     let mut peak = 0;
     loop {
@@ -250,9 +322,21 @@ async fn cancel_queued_delayed_and_finished_executions(db: &TestDatabase) -> Tes
     let f = flow(&s.store, &s.alice, &delay_flow("30s", Some(1))).await?;
     let engine = engine(&s.store, config()).await?;
     let alice = Scope::Owner(s.alice.id.clone());
-    let running = engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id;
-    let queued = engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id;
-    let third = engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id;
+    let running = engine
+        .submit(request(&f, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
+    let queued = engine
+        .submit(request(&f, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
+    let third = engine
+        .submit(request(&f, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
     // The delay has recorded its wake-up time.
     until_events(&s.store, &running, Duration::from_secs(10), |events| {
         events.iter().any(|e| e.kind == "node_checkpoint")
@@ -267,21 +351,39 @@ async fn cancel_queued_delayed_and_finished_executions(db: &TestDatabase) -> Tes
 
     let started = Instant::now();
     let cancelled = engine.cancel(&running, alice.clone()).await?;
-    assert!(started.elapsed() < Duration::from_secs(5), "cancel interrupts the delay");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancel interrupts the delay"
+    );
     assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
     assert!(cancelled.completed_at.is_some());
     assert_journal(&history(&engine, &running).await?);
-    let logs = engine.logs(&running, alice.clone(), Some(LogLevel::Warn), 10, 0).await?.ok_or("logs")?;
-    assert_eq!(logs.0.last().map(|l| l.message.as_str()), Some("Execution cancelled"));
+    let logs = engine
+        .logs(&running, alice.clone(), Some(LogLevel::Warn), 10, 0)
+        .await?
+        .ok_or("logs")?;
+    assert_eq!(
+        logs.0.last().map(|l| l.message.as_str()),
+        Some("Execution cancelled")
+    );
 
-    assert!(matches!(engine.cancel(&running, alice.clone()).await, Err(Error::AlreadyFinished)));
-    assert!(matches!(engine.cancel(&queued, alice.clone()).await, Err(Error::AlreadyFinished)));
+    assert!(matches!(
+        engine.cancel(&running, alice.clone()).await,
+        Err(Error::AlreadyFinished)
+    ));
+    assert!(matches!(
+        engine.cancel(&queued, alice.clone()).await,
+        Err(Error::AlreadyFinished)
+    ));
     // The slot freed by the cancellations goes to the third one.
     until_events(&s.store, &third, Duration::from_secs(10), |events| {
         events.iter().any(|e| e.kind == "node_checkpoint")
     })
     .await?;
-    assert_eq!(engine.cancel(&third, alice).await?.status, ExecutionStatus::Cancelled);
+    assert_eq!(
+        engine.cancel(&third, alice).await?.status,
+        ExecutionStatus::Cancelled
+    );
     engine.shutdown().await;
     Ok(())
 }
@@ -309,7 +411,11 @@ async fn cancel_interrupts_a_hanging_http_call(db: &TestDatabase) -> TestResult 
     );
     let f = flow(&s.store, &s.alice, &definition).await?;
     let engine = engine(&s.store, config()).await?;
-    let id = engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id;
+    let id = engine
+        .submit(request(&f, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
     until_events(&s.store, &id, Duration::from_secs(10), |events| {
         events.iter().any(|e| e.kind == "node_started")
     })
@@ -342,9 +448,16 @@ async fn a_late_watcher_gets_history_then_live_without_gap(db: &TestDatabase) ->
     let f = flow(&s.store, &s.alice, STEPS).await?;
     let engine = engine(&s.store, config()).await?;
     for join_after_ms in [0, 20, 50] {
-        let id = engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id;
+        let id = engine
+            .submit(request(&f, &s.alice, json!({})))
+            .await?
+            .execution
+            .id;
         tokio::time::sleep(Duration::from_millis(join_after_ms)).await;
-        let mut watch = engine.watch(&id, Scope::Owner(s.alice.id.clone())).await?.ok_or("watch")?;
+        let mut watch = engine
+            .watch(&id, Scope::Owner(s.alice.id.clone()))
+            .await?
+            .ok_or("watch")?;
         let mut events = watch.history.clone();
         if !watch.finished {
             while let Some(event) = watch.live.recv().await? {
@@ -352,10 +465,18 @@ async fn a_late_watcher_gets_history_then_live_without_gap(db: &TestDatabase) ->
             }
         }
         assert_journal(&events);
-        assert_eq!(events, history(&engine, &id).await?, "live events equal stored ones");
+        assert_eq!(
+            events,
+            history(&engine, &id).await?,
+            "live events equal stored ones"
+        );
     }
     // Watching a finished execution: everything in history, live ends at once.
-    let id = engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id;
+    let id = engine
+        .submit(request(&f, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
     finished(&engine, &id, Duration::from_secs(10)).await?;
     let mut watch = engine.watch(&id, Scope::All).await?.ok_or("watch")?;
     assert!(watch.finished);
@@ -367,15 +488,33 @@ async fn a_late_watcher_gets_history_then_live_without_gap(db: &TestDatabase) ->
 
 async fn a_slow_watcher_is_dropped_without_stalling(db: &TestDatabase) -> TestResult {
     let s = setup(db).await?;
-    let mut definition =
-        String::from("metadata: { name: chatty }\nstart: wait\nnodes:\n  wait: { type: delay, params: { duration: 80ms }, next: l0 }\n");
+    let mut definition = String::from(
+        "metadata: { name: chatty }\nstart: wait\nnodes:\n  wait: { type: delay, params: { duration: 80ms }, next: l0 }\n",
+    );
     for i in 0..20 {
-        let next = if i < 19 { format!(", next: l{}", i + 1) } else { String::new() };
-        definition.push_str(&format!("  l{i}: {{ type: log, params: {{ message: \"line {i}\" }}{next} }}\n"));
+        let next = if i < 19 {
+            format!(", next: l{}", i + 1)
+        } else {
+            String::new()
+        };
+        definition.push_str(&format!(
+            "  l{i}: {{ type: log, params: {{ message: \"line {i}\" }}{next} }}\n"
+        ));
     }
     let f = flow(&s.store, &s.alice, &definition).await?;
-    let engine = engine(&s.store, EngineConfig { subscriber_buffer: 4, ..config() }).await?;
-    let id = engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id;
+    let engine = engine(
+        &s.store,
+        EngineConfig {
+            subscriber_buffer: 4,
+            ..config()
+        },
+    )
+    .await?;
+    let id = engine
+        .submit(request(&f, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
     let mut slow = engine.watch(&id, Scope::All).await?.ok_or("watch")?;
     // Never reading while it runs: the engine must not wait for this subscriber.
     let record = finished(&engine, &id, Duration::from_secs(10)).await?;
@@ -396,7 +535,9 @@ async fn a_slow_watcher_is_dropped_without_stalling(db: &TestDatabase) -> TestRe
 
 async fn secrets_are_the_owners_and_redacted(db: &TestDatabase) -> TestResult {
     let s = setup(db).await?;
-    s.store.put_secret(&s.alice.id, "api_key", "s3cr3t-value").await?;
+    s.store
+        .put_secret(&s.alice.id, "api_key", "s3cr3t-value")
+        .await?;
     let definition = r#"
 metadata: { name: secretive }
 start: use
@@ -411,14 +552,24 @@ nodes:
 "#;
     let f = flow(&s.store, &s.alice, definition).await?;
     let engine = engine(&s.store, config()).await?;
-    let id = engine.submit(request(&f, &s.alice, json!({}))).await?.execution.id;
+    let id = engine
+        .submit(request(&f, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
     let record = finished(&engine, &id, Duration::from_secs(10)).await?;
     assert_eq!(record.status, ExecutionStatus::Completed, "{record:?}");
     let events = history(&engine, &id).await?;
     let everything = format!("{record:?} {events:?}");
-    assert!(!everything.contains("s3cr3t-value"), "a secret value leaked");
+    assert!(
+        !everything.contains("s3cr3t-value"),
+        "a secret value leaked"
+    );
     assert!(everything.contains("key=***"));
-    let (lines, _) = engine.logs(&id, Scope::All, None, 10, 0).await?.ok_or("logs")?;
+    let (lines, _) = engine
+        .logs(&id, Scope::All, None, 10, 0)
+        .await?
+        .ok_or("logs")?;
     assert!(lines.iter().any(|l| l.message == "using ***"));
     engine.shutdown().await;
     Ok(())

@@ -73,7 +73,10 @@ async fn child_engine_process() -> TestResult {
         })
         .await?;
     }
-    println!("{READY}{}", json!({"sleepy": sleepy_ids, "serial": serial_ids}));
+    println!(
+        "{READY}{}",
+        json!({"sleepy": sleepy_ids, "serial": serial_ids})
+    );
     tokio::time::sleep(Duration::from_secs(60)).await;
     Err("the child was not killed".into())
 }
@@ -101,7 +104,12 @@ async fn a_killed_engine_is_resumed_exactly_once() -> TestResult {
     let serial = flow(&s.store, &s.alice, SERIAL).await?;
 
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["--exact", "child_engine_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_engine_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DB, db.url())
         .env(CHILD_FLOWS, format!("{},{}", sleepy.id, serial.id))
         .stdout(Stdio::piped())
@@ -131,7 +139,11 @@ async fn a_killed_engine_is_resumed_exactly_once() -> TestResult {
 
     // Before restart: nothing finished, the queued ones never started.
     for id in &serial_ids[1..] {
-        let record = s.store.get_execution(id, Scope::All).await?.ok_or("queued")?;
+        let record = s
+            .store
+            .get_execution(id, Scope::All)
+            .await?
+            .ok_or("queued")?;
         assert_eq!(record.status, ExecutionStatus::Queued);
     }
 
@@ -143,17 +155,29 @@ async fn a_killed_engine_is_resumed_exactly_once() -> TestResult {
         let completed = record.completed_at.ok_or("completed_at")?;
         // The delay kept its original wake-up time: restarted from zero it would end at
         // least 3 s after the kill.
-        assert!(completed - started >= chrono::TimeDelta::milliseconds(3000), "{record:?}");
+        assert!(
+            completed - started >= chrono::TimeDelta::milliseconds(3000),
+            "{record:?}"
+        );
         assert!(
             completed < killed_at + chrono::TimeDelta::milliseconds(2750),
             "delay restarted instead of resumed: killed {killed_at}, completed {completed}"
         );
-        let waited = record.result.as_ref().and_then(|r| r.as_i64().or_else(|| r.as_str()?.parse().ok()));
-        assert!(waited.is_some_and(|w| (3000..3600).contains(&w)), "{waited:?}");
+        let waited = record
+            .result
+            .as_ref()
+            .and_then(|r| r.as_i64().or_else(|| r.as_str()?.parse().ok()));
+        assert!(
+            waited.is_some_and(|w| (3000..3600).contains(&w)),
+            "{waited:?}"
+        );
         let events = history(&engine, id).await?;
         assert_journal(&events);
         assert_completions_once(&events, &["before", "pause", "after"]);
-        assert!(events.iter().any(|e| e.kind == "resumed"), "resumed from its snapshot");
+        assert!(
+            events.iter().any(|e| e.kind == "resumed"),
+            "resumed from its snapshot"
+        );
     }
     let mut records = Vec::new();
     for id in &serial_ids {
@@ -171,7 +195,10 @@ async fn a_killed_engine_is_resumed_exactly_once() -> TestResult {
         assert!(!events.iter().any(|e| e.kind == "resumed"));
     }
     for pair in records.windows(2) {
-        assert!(pair[1].started_at >= pair[0].completed_at, "FIFO after recovery");
+        assert!(
+            pair[1].started_at >= pair[0].completed_at,
+            "FIFO after recovery"
+        );
     }
     let started: Vec<Option<DateTime<Utc>>> = records.iter().map(|r| r.started_at).collect();
     assert!(started.windows(2).all(|w| w[0] <= w[1]));
@@ -200,9 +227,16 @@ async fn shutdown_leaves_work_for_the_next_start() -> TestResult {
     .await?;
     first.shutdown().await;
     let run = common::request(&serial, &s.alice, json!({}));
-    assert!(matches!(first.submit(run).await, Err(flowrunner_engine::Error::ShuttingDown)));
+    assert!(matches!(
+        first.submit(run).await,
+        Err(flowrunner_engine::Error::ShuttingDown)
+    ));
     for id in &ids {
-        let record = s.store.get_execution(id, Scope::All).await?.ok_or("exists")?;
+        let record = s
+            .store
+            .get_execution(id, Scope::All)
+            .await?
+            .ok_or("exists")?;
         assert!(!record.status.is_terminal(), "not marked: {record:?}");
         assert_eq!(record.owner, None, "lease released");
     }
@@ -224,5 +258,8 @@ fn assert_completions_once(events: &[flowrunner_engine::StoredEvent], nodes: &[&
         .filter(|e| e.kind == "node_completed")
         .filter_map(|e| e.node_id.as_deref())
         .collect();
-    assert_eq!(completed, nodes, "each node completed exactly once, in order");
+    assert_eq!(
+        completed, nodes,
+        "each node completed exactly once, in order"
+    );
 }

@@ -166,7 +166,9 @@ pub(crate) fn create_in(
     if let Some(key) = new.idempotency_key.as_deref() {
         let existing = find_key(conn, &new, key)?;
         match existing {
-            Some((execution_id, created_at)) if time::from_db(created_at) + IDEMPOTENCY_WINDOW > now => {
+            Some((execution_id, created_at))
+                if time::from_db(created_at) + IDEMPOTENCY_WINDOW > now =>
+            {
                 if let Some(record) = load(conn, &execution_id)? {
                     return Ok((record, false));
                 }
@@ -202,7 +204,9 @@ pub(crate) fn create_in(
         executions::lease_until.eq(new.lease_until.map(time::to_db)),
         executions::created_at.eq(time::to_db(now)),
     );
-    diesel::insert_into(executions::table).values(row).execute(conn)?;
+    diesel::insert_into(executions::table)
+        .values(row)
+        .execute(conn)?;
     let record = ExecutionRecord {
         id,
         flow_id: new.flow_id,
@@ -227,7 +231,11 @@ pub(crate) fn create_in(
 }
 
 /// The execution a key points to and when the key was (re)used; locks the row on PostgreSQL.
-fn find_key(conn: &mut DbConn, new: &NewExecution, key: &str) -> Result<Option<(String, NaiveDateTime)>> {
+fn find_key(
+    conn: &mut DbConn,
+    new: &NewExecution,
+    key: &str,
+) -> Result<Option<(String, NaiveDateTime)>> {
     let query = idempotency_keys::table
         .filter(idempotency_keys::account_id.eq(new.account_id.as_str()))
         .filter(idempotency_keys::flow_id.eq(new.flow_id.as_str()))

@@ -1,4 +1,4 @@
-//! Flows and their revisions. Every change of the definition or version stores a new revision;
+//! Flows and their revisions. Every create and every update stores a new revision;
 //! deletion is soft (`deleted_at`), so revisions and past executions stay in the database.
 //! Tags are kept twice: as JSON on the flow (their order) and in `flow_tags` (exact-match filter).
 
@@ -233,9 +233,9 @@ impl BlockingStore {
         Ok((flows, total))
     }
 
-    /// Changes a visible flow; `Ok(None)` if it is not found in `scope`. A new revision is
-    /// stored when the definition or the version differs from the current one; `updated_at`
-    /// becomes now.
+    /// Changes a visible flow; `Ok(None)` if it is not found in `scope`. Every update stores a
+    /// new revision (the audit trail of `PUT`s, even when only the name or tags changed);
+    /// `updated_at` becomes now.
     pub fn update_flow(
         &self,
         id: &FlowId,
@@ -253,20 +253,17 @@ impl BlockingStore {
                 .definition
                 .unwrap_or_else(|| current.definition.clone());
             let version = changes.version.unwrap_or_else(|| current.version.clone());
-            let mut revision = current.revision;
-            if definition != current.definition || version != current.version {
-                revision = current.revision + 1;
-                diesel::insert_into(flow_revisions::table)
-                    .values((
-                        flow_revisions::id.eq(RevisionId::generate().as_str()),
-                        flow_revisions::flow_id.eq(id.as_str()),
-                        flow_revisions::revision.eq(revision),
-                        flow_revisions::definition.eq(&definition),
-                        flow_revisions::version.eq(&version),
-                        flow_revisions::created_at.eq(now),
-                    ))
-                    .execute(conn)?;
-            }
+            let revision = current.revision + 1;
+            diesel::insert_into(flow_revisions::table)
+                .values((
+                    flow_revisions::id.eq(RevisionId::generate().as_str()),
+                    flow_revisions::flow_id.eq(id.as_str()),
+                    flow_revisions::revision.eq(revision),
+                    flow_revisions::definition.eq(&definition),
+                    flow_revisions::version.eq(&version),
+                    flow_revisions::created_at.eq(now),
+                ))
+                .execute(conn)?;
             let tags = changes
                 .tags
                 .map(dedup_tags)

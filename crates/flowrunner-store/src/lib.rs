@@ -35,13 +35,13 @@ mod writer;
 pub use config::{Backend, DEFAULT_POOL_SIZE, StoreConfig, redact_url};
 pub use crypto::{format_secret_key, generate_secret_key, parse_secret_key};
 pub use error::{BoxError, Error, Result};
+pub use executions::IDEMPOTENCY_WINDOW;
 pub use models::{
     Account, AccountChanges, EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord,
     ExecutionUpdate, FlowChanges, FlowRecord, NewAccount, NewExecution, NewFlow, RevisionRecord,
     Scope, SecretMeta,
 };
 pub use store::{BlockingStore, Store};
-pub use executions::IDEMPOTENCY_WINDOW;
 pub use writer::{
     ClaimedExecution, DEFAULT_MAX_BATCH, DEFAULT_WRITER_QUEUE, JournalEntry, JournalWriter,
     NewEvent, RowChange, Ticket, WriterConfig, WriterStats,

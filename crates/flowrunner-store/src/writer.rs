@@ -255,7 +255,17 @@ impl Store {
         F: FnMut(Vec<P>) + Send + 'static,
     {
         let target = self.blocking().target().clone();
-        let conn = conn::connect(&target)?;
+        let mut conn = conn::connect(&target)?;
+        let checkpointer = match &target {
+            Target::Sqlite(_) => {
+                // Checkpoint the WAL on another thread and connection, so the writer never
+                // stalls on a checkpoint's fsync.
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute("PRAGMA wal_autocheckpoint = 0")?;
+                Some(spawn_checkpointer(conn::connect(&target)?)?)
+            }
+            Target::Postgres(_) => None,
+        };
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let counters = Arc::new(Counters::default());
         let thread_counters = Arc::clone(&counters);
@@ -272,6 +282,9 @@ impl Store {
                     on_commit,
                 }
                 .run();
+                if let Some(stop) = checkpointer {
+                    stop.store(true, Ordering::Release);
+                }
             })
             .map_err(|e| Error::Database(Box::new(e)))?;
         Ok(JournalWriter {
@@ -280,6 +293,30 @@ impl Store {
             thread: Arc::new(std::sync::Mutex::new(Some(handle))),
         })
     }
+}
+
+/// How often the checkpointer moves the SQLite WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Starts the SQLite checkpointer thread; it stops once the returned flag is set.
+fn spawn_checkpointer(mut conn: DbConn) -> Result<Arc<std::sync::atomic::AtomicBool>> {
+    use diesel::connection::SimpleConnection;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("flowrunner-checkpoint".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Acquire) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                // PASSIVE never blocks the writer or readers; what it cannot copy now is
+                // copied next time.
+                if let Err(err) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+                    log::warn!("WAL checkpoint failed: {err}");
+                }
+            }
+        })
+        .map_err(|e| Error::Database(Box::new(e)))?;
+    Ok(stop)
 }
 
 impl<P: Send + 'static> JournalWriter<P> {
@@ -386,7 +423,6 @@ impl<P: Send + 'static> JournalWriter<P> {
         }
         closed
     }
-
 }
 
 impl<P> JournalWriter<P> {
@@ -464,12 +500,16 @@ impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
                 self.counters
                     .messages
                     .fetch_add(ops.len() as u64 - rejected, Ordering::Relaxed);
-                self.counters.rejected.fetch_add(rejected, Ordering::Relaxed);
+                self.counters
+                    .rejected
+                    .fetch_add(rejected, Ordering::Relaxed);
                 let mut replies = Vec::with_capacity(ops.len());
                 let mut payloads = Vec::new();
                 for ((op, failure), output) in ops.into_iter().zip(failed).zip(outputs.drain(..)) {
                     match failure {
-                        Some(err) => replies.push(Answer::from_op(op, Err(err), &mut payloads, false)),
+                        Some(err) => {
+                            replies.push(Answer::from_op(op, Err(err), &mut payloads, false))
+                        }
                         None => replies.push(Answer::from_op(op, Ok(output), &mut payloads, true)),
                     }
                 }
@@ -544,14 +584,22 @@ enum Attempt {
 
 /// A reply ready to be sent once `on_commit` has run.
 enum Answer {
-    Created(Reply<(ExecutionRecord, bool)>, Box<Result<(ExecutionRecord, bool)>>),
+    Created(
+        Reply<(ExecutionRecord, bool)>,
+        Box<Result<(ExecutionRecord, bool)>>,
+    ),
     Unit(Reply<()>, Result<()>),
     Count(Reply<u64>, Result<u64>),
     Claimed(Reply<Vec<ClaimedExecution>>, Result<Vec<ClaimedExecution>>),
 }
 
 impl Answer {
-    fn from_op<P>(op: Op<P>, output: Result<Output>, payloads: &mut Vec<P>, committed: bool) -> Answer {
+    fn from_op<P>(
+        op: Op<P>,
+        output: Result<Output>,
+        payloads: &mut Vec<P>,
+        committed: bool,
+    ) -> Answer {
         let mismatch = || Error::Database("journal writer: unexpected output".into());
         match op {
             Op::Create { reply, .. } => Answer::Created(
@@ -664,7 +712,13 @@ fn apply<P>(conn: &mut DbConn, op: &Op<P>) -> Result<Output> {
             now,
             take_all,
             ..
-        } => Ok(Output::Claimed(claim(conn, owner, *lease_until, *now, *take_all)?)),
+        } => Ok(Output::Claimed(claim(
+            conn,
+            owner,
+            *lease_until,
+            *now,
+            *take_all,
+        )?)),
         Op::Flush { .. } | Op::Close { .. } => Ok(Output::Unit),
     }
 }
@@ -710,7 +764,9 @@ fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
             completed_at,
         } => {
             if !status.is_terminal() {
-                return Err(Error::Conflict(format!("`{status}` is not a terminal status")));
+                return Err(Error::Conflict(format!(
+                    "`{status}` is not a terminal status"
+                )));
             }
             let result = result.as_ref().map(to_json).transpose()?;
             Some(
@@ -760,7 +816,10 @@ fn claim(
     now: DateTime<Utc>,
     take_all: bool,
 ) -> Result<Vec<ClaimedExecution>> {
-    let unfinished = [ExecutionStatus::Queued.as_str(), ExecutionStatus::Running.as_str()];
+    let unfinished = [
+        ExecutionStatus::Queued.as_str(),
+        ExecutionStatus::Running.as_str(),
+    ];
     let candidates = executions::table
         .filter(executions::status.eq_any(unfinished))
         .order((executions::created_at.asc(), executions::id.asc()))

@@ -21,10 +21,6 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENCY_REPLAYED: &str = "idempotency-replayed";
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
-/// How often a cancellation that did not take is asked again.
-const CANCEL_RETRIES: usize = 5;
-/// Pause before asking again (the engine resumes an interrupted run after ~100 ms).
-const CANCEL_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(150);
 
 pub(crate) fn not_found() -> Error {
     Error::NotFound("Execution not found".into())
@@ -165,28 +161,10 @@ pub async fn cancel(
     let id = execution_id(&path)?;
     let scope = scope_of(&caller);
     let engine = state.engine();
-    let mut record = engine
+    let record = engine
         .cancel(&id, scope.clone())
         .await
         .map_err(|e| Error::from_engine(e, "Execution"))?;
-    // Workaround: when the engine's journal write of the cancellation fails (seen on
-    // PostgreSQL right after a start: a duplicate event key), the engine interrupts the run and
-    // resumes it shortly after instead of cancelling it. Ask again a few times.
-    for _ in 0..CANCEL_RETRIES {
-        if record.status.is_terminal() {
-            break;
-        }
-        tokio::time::sleep(CANCEL_RETRY_PAUSE).await;
-        record = match engine.cancel(&id, scope.clone()).await {
-            Ok(record) => record,
-            Err(flowrunner_engine::Error::AlreadyFinished) => engine
-                .get(&id, scope.clone())
-                .await
-                .map_err(|e| Error::from_engine(e, "Execution"))?
-                .ok_or_else(not_found)?,
-            Err(err) => return Err(Error::from_engine(err, "Execution")),
-        };
-    }
     if !record.status.is_terminal() {
         log::warn!("execution {id}: cancellation requested but not yet recorded");
     }

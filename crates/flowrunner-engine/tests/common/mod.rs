@@ -80,7 +80,11 @@ pub fn request(flow: &FlowRecord, owner: &Account, input: serde_json::Value) -> 
 }
 
 /// Polls until the execution reaches a terminal status.
-pub async fn finished(engine: &Engine, id: &ExecutionId, within: Duration) -> TestResult<ExecutionRecord> {
+pub async fn finished(
+    engine: &Engine,
+    id: &ExecutionId,
+    within: Duration,
+) -> TestResult<ExecutionRecord> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(record) = engine.get(id, Scope::All).await?
@@ -111,7 +115,9 @@ pub async fn until_events(
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("condition on the events of {id} not met within {within:?}").into());
+            return Err(
+                format!("condition on the events of {id} not met within {within:?}").into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -131,9 +137,16 @@ pub fn assert_journal(events: &[StoredEvent]) {
     assert_eq!(seqs, expected, "seq must be contiguous from 0");
     let terminals = events.iter().filter(|e| e.is_terminal()).count();
     assert_eq!(terminals, 1, "exactly one terminal event");
-    assert!(events.last().is_some_and(StoredEvent::is_terminal), "terminal event last");
+    assert!(
+        events.last().is_some_and(StoredEvent::is_terminal),
+        "terminal event last"
+    );
     for event in events {
-        assert_eq!(event.data.get("seq").and_then(|s| s.as_u64()), Some(event.seq), "data.seq");
+        assert_eq!(
+            event.data.get("seq").and_then(|s| s.as_u64()),
+            Some(event.seq),
+            "data.seq"
+        );
         if event.kind.starts_with("node_") {
             assert!(event.node_type.is_some(), "node_type of {event:?}");
         }

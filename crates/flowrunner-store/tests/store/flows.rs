@@ -10,7 +10,7 @@ store_tests!(
     create_and_get_with_scope,
     create_for_missing_owner_is_not_found,
     list_newest_first_with_paging_scope_and_tags,
-    update_creates_revisions_only_when_definition_changes,
+    every_update_stores_a_new_revision,
     update_respects_scope,
     soft_delete_hides_but_keeps_revisions,
 );
@@ -124,7 +124,7 @@ async fn list_newest_first_with_paging_scope_and_tags(db: &TestDatabase) -> Resu
     Ok(())
 }
 
-async fn update_creates_revisions_only_when_definition_changes(db: &TestDatabase) -> Result<()> {
+async fn every_update_stores_a_new_revision(db: &TestDatabase) -> Result<()> {
     let store = db.open().await?;
     let alice = account(&store, "alice", Role::User).await?;
     let flow = store.create_flow(new_flow(&alice, "f", &["prod"])).await?;
@@ -147,11 +147,9 @@ async fn update_creates_revisions_only_when_definition_changes(db: &TestDatabase
     assert_eq!(renamed.name, "Renamed");
     assert_eq!(renamed.description, None);
     assert_eq!(renamed.tags, vec!["prod", "updated"]);
-    assert_eq!(
-        renamed.revision, 1,
-        "same definition and version: no new revision"
-    );
-    assert_eq!(renamed.revision_id, flow.revision_id);
+    assert_eq!(renamed.revision, 2, "every update stores a revision");
+    assert_ne!(renamed.revision_id, flow.revision_id);
+    assert_eq!(renamed.definition, flow.definition);
     assert_eq!(renamed.created_at, flow.created_at);
     assert!(renamed.updated_at >= flow.updated_at);
     let (tagged, _) = store.list_flows(Scope::All, Some("updated"), 10, 0).await?;
@@ -172,7 +170,7 @@ async fn update_creates_revisions_only_when_definition_changes(db: &TestDatabase
         .expect("visible");
     assert_eq!(
         (v2.revision, v2.version.as_str(), v2.definition.as_str()),
-        (2, "1.0.1", "nodes: {}\n")
+        (3, "1.0.1", "nodes: {}\n")
     );
     assert_ne!(v2.revision_id, flow.revision_id);
     assert!(v2.tags.is_empty());
@@ -193,7 +191,7 @@ async fn update_creates_revisions_only_when_definition_changes(db: &TestDatabase
         )
         .await?
         .expect("visible");
-    assert_eq!((v3.revision, v3.definition.as_str()), (3, "nodes: {}\n"));
+    assert_eq!((v3.revision, v3.definition.as_str()), (4, "nodes: {}\n"));
     assert_eq!(
         store.get_flow(&flow.id, Scope::All).await?,
         Some(v3.clone())
@@ -205,12 +203,13 @@ async fn update_creates_revisions_only_when_definition_changes(db: &TestDatabase
         .expect("visible");
     assert_eq!(
         revisions.iter().map(|r| r.revision).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
     assert_eq!(revisions[0].definition, flow.definition);
     assert_eq!(revisions[0].id, flow.revision_id);
-    assert_eq!(revisions[1].version, "1.0.1");
-    assert_eq!(revisions[2].id, v3.revision_id);
+    assert_eq!(revisions[1].definition, flow.definition);
+    assert_eq!(revisions[2].version, "1.0.1");
+    assert_eq!(revisions[3].id, v3.revision_id);
     assert_eq!(
         store.get_revision(&revisions[1].id).await?,
         Some(revisions[1].clone())

@@ -28,7 +28,9 @@ store_tests!(
 async fn setup(db: &TestDatabase) -> Result<(Store, FlowRecord, AccountId)> {
     let store = db.open().await?;
     let owner = account(&store, "writer", Role::User).await?;
-    let flow = store.create_flow(new_flow(&owner, "journaled", &[])).await?;
+    let flow = store
+        .create_flow(new_flow(&owner, "journaled", &[]))
+        .await?;
     Ok((store, flow, owner.id))
 }
 
@@ -126,7 +128,10 @@ async fn concurrent_writes_are_batched(db: &TestDatabase) -> Result<()> {
             .list_execution_events(id, EventFilter::default(), 100, 0)
             .await?;
         assert_eq!(total, 20);
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (0..20).collect::<Vec<_>>()
+        );
     }
     writer.close().await?;
     Ok(())
@@ -146,7 +151,12 @@ async fn entries_of_one_execution_commit_in_order(db: &TestDatabase) -> Result<(
         .list_execution_events(&id, EventFilter::default(), 1000, 0)
         .await?;
     assert_eq!(events.len(), 300);
-    let order: Vec<i64> = committed.lock().expect("lock").iter().map(|(_, s)| *s).collect();
+    let order: Vec<i64> = committed
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, s)| *s)
+        .collect();
     assert_eq!(order, (0..300).collect::<Vec<_>>(), "on_commit order");
     writer.close().await?;
     Ok(())
@@ -156,7 +166,11 @@ async fn a_rejected_entry_does_not_poison_its_batch(db: &TestDatabase) -> Result
     let (store, flow, owner) = setup(db).await?;
     let (writer, committed) = writer(&store)?;
     let id = create(&writer, &flow, &owner).await?.id;
-    writer.append(entry(&id, 0, "started")).await?.wait().await?;
+    writer
+        .append(entry(&id, 0, "started"))
+        .await?
+        .wait()
+        .await?;
     // Queue a burst without waiting so that it lands in few batches, with a duplicate of
     // seq 0 and an entry of an unknown execution in the middle.
     let mut tickets = Vec::new();
@@ -181,8 +195,15 @@ async fn a_rejected_entry_does_not_poison_its_batch(db: &TestDatabase) -> Result
     let (events, _) = store
         .list_execution_events(&id, EventFilter::default(), 100, 0)
         .await?;
-    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..=10).collect::<Vec<_>>());
-    assert_eq!(events.first().map(|e| e.kind.as_str()), Some("started"), "seq 0 kept");
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (0..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        events.first().map(|e| e.kind.as_str()),
+        Some("started"),
+        "seq 0 kept"
+    );
     let published: Vec<i64> = committed
         .lock()
         .expect("lock")
@@ -190,7 +211,11 @@ async fn a_rejected_entry_does_not_poison_its_batch(db: &TestDatabase) -> Result
         .filter(|(e, _)| *e == id)
         .map(|(_, s)| *s)
         .collect();
-    assert_eq!(published, (0..=10).collect::<Vec<_>>(), "rejected entries are not published");
+    assert_eq!(
+        published,
+        (0..=10).collect::<Vec<_>>(),
+        "rejected entries are not published"
+    );
     writer.close().await?;
     Ok(())
 }
@@ -200,16 +225,19 @@ async fn on_commit_sees_only_durable_entries(db: &TestDatabase) -> Result<()> {
     let reader = store.blocking().clone();
     let seen: Arc<Mutex<Vec<(i64, bool)>>> = Arc::default();
     let sink = Arc::clone(&seen);
-    let writer = store.start_writer(WriterConfig::default(), move |payloads: Vec<(ExecutionId, i64)>| {
-        for (id, seq) in payloads {
-            // Another connection must already see the row: the callback runs after COMMIT.
-            let visible = reader
-                .list_execution_events(&id, EventFilter::default(), 1000, 0)
-                .map(|(events, _)| events.iter().any(|e| e.seq == seq))
-                .unwrap_or(false);
-            sink.lock().expect("lock").push((seq, visible));
-        }
-    })?;
+    let writer = store.start_writer(
+        WriterConfig::default(),
+        move |payloads: Vec<(ExecutionId, i64)>| {
+            for (id, seq) in payloads {
+                // Another connection must already see the row: the callback runs after COMMIT.
+                let visible = reader
+                    .list_execution_events(&id, EventFilter::default(), 1000, 0)
+                    .map(|(events, _)| events.iter().any(|e| e.seq == seq))
+                    .unwrap_or(false);
+                sink.lock().expect("lock").push((seq, visible));
+            }
+        },
+    )?;
     let id = writer
         .create_execution(new_execution(&flow, &owner, None))
         .await?
@@ -256,15 +284,31 @@ async fn terminal_entries_finish_once(db: &TestDatabase) -> Result<()> {
         };
         e
     };
-    writer.append(finish(1, ExecutionStatus::Completed)).await?.wait().await?;
-    let second = writer.append(finish(2, ExecutionStatus::Cancelled)).await?.wait().await;
+    writer
+        .append(finish(1, ExecutionStatus::Completed))
+        .await?
+        .wait()
+        .await?;
+    let second = writer
+        .append(finish(2, ExecutionStatus::Cancelled))
+        .await?
+        .wait()
+        .await;
     assert!(matches!(second, Err(Error::Conflict(_))), "{second:?}");
     let done = store.get_execution(&id, Scope::All).await?.expect("exists");
     assert_eq!(done.status, ExecutionStatus::Completed);
     assert_eq!(done.result, Some(json!({"ok": true})));
-    assert_eq!((done.owner, done.lease_until), (None, None), "lease released");
+    assert_eq!(
+        (done.owner, done.lease_until),
+        (None, None),
+        "lease released"
+    );
     assert!(done.completed_at.is_some());
-    assert_eq!(store.last_event_seq(&id).await?, Some(1), "no second terminal event");
+    assert_eq!(
+        store.last_event_seq(&id).await?,
+        Some(1),
+        "no second terminal event"
+    );
     // Snapshot updates of a finished execution are refused too.
     let mut late = entry(&id, 2, "node_completed");
     late.snapshot = Some("{}".into());
@@ -291,15 +335,26 @@ async fn claims_and_leases(db: &TestDatabase) -> Result<()> {
         .await?;
     let ids: Vec<_> = all.iter().map(|c| c.record.id.clone()).collect();
     assert_eq!(ids, vec![a.clone(), b.clone()], "oldest first");
-    assert_eq!(all.iter().map(|c| c.last_seq).collect::<Vec<_>>(), vec![None, Some(1)]);
-    assert!(all.iter().all(|c| c.record.owner.as_deref() == Some("worker-b")));
+    assert_eq!(
+        all.iter().map(|c| c.last_seq).collect::<Vec<_>>(),
+        vec![None, Some(1)]
+    );
+    assert!(
+        all.iter()
+            .all(|c| c.record.owner.as_deref() == Some("worker-b"))
+    );
     // Expired leases can be claimed by anyone.
     let later = now + Duration::seconds(60);
     let expired = writer
         .claim_unfinished("worker-c", later + Duration::seconds(30), later, false)
         .await?;
     assert_eq!(expired.len(), 2);
-    assert_eq!(writer.renew_leases("worker-c", later + Duration::seconds(90)).await?, 2);
+    assert_eq!(
+        writer
+            .renew_leases("worker-c", later + Duration::seconds(90))
+            .await?,
+        2
+    );
     assert_eq!(writer.renew_leases("worker-b", later).await?, 0);
     assert_eq!(writer.release_leases("worker-c").await?, 2);
     let released = store.get_execution(&a, Scope::All).await?.expect("exists");
@@ -333,9 +388,8 @@ async fn idempotency_keys_expire_after_a_day(db: &TestDatabase) -> Result<()> {
     assert!(!created);
     assert_eq!(pooled.id, first.id);
     // A key older than 24 hours starts a new execution.
-    Raw::open(db).execute(
-        "UPDATE idempotency_keys SET created_at = '2000-01-01 00:00:00' WHERE key = 'k1'",
-    );
+    Raw::open(db)
+        .execute("UPDATE idempotency_keys SET created_at = '2000-01-01 00:00:00' WHERE key = 'k1'");
     let (fresh, created) = writer
         .create_execution(new_execution(&flow, &owner, Some("k1")))
         .await?;
