@@ -220,11 +220,12 @@ impl StoreJournal {
             change: row_change(event, &self.owner, self.lease),
             payload: stored,
         };
-        let ticket = self
-            .writer
-            .append(entry)
-            .await
-            .map_err(|e| JournalError::new(e.to_string()))?;
+        let ticket = if wait {
+            self.writer.append(entry).await
+        } else {
+            self.writer.append_unawaited(entry).await
+        }
+        .map_err(|e| JournalError::new(e.to_string()))?;
         self.next_seq
             .store(seq.saturating_add(1), Ordering::Release);
         if wait {

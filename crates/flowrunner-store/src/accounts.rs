@@ -90,11 +90,12 @@ fn count_admins(conn: &mut DbConn) -> Result<i64> {
 }
 
 fn load(conn: &mut DbConn, id: &str) -> Result<Option<Account>> {
+    // `load` rather than `first`: see `conn::unique_row`.
     accounts::table
         .find(id)
         .select(AccountRow::as_select())
-        .first(conn)
-        .optional()?
+        .load::<AccountRow>(conn)
+        .map(crate::conn::unique_row)?
         .map(Account::try_from)
         .transpose()
 }

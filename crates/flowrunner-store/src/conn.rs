@@ -21,6 +21,17 @@ pub(crate) const POSTGRES_MIGRATIONS: EmbeddedMigrations =
 /// Milliseconds an SQLite connection waits for a lock before failing with `SQLITE_BUSY`.
 pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
 
+/// The row of a lookup by a unique key, loaded with `load` instead of diesel's `first()`.
+///
+/// `first()` adds `LIMIT ?` with the 1 as a bound parameter, and SQLite (3.53 here) plans a
+/// statement whose `LIMIT` is a bound value for that value and marks the parameter so that
+/// binding it again expires the statement. Every execution of a cached `first()`
+/// statement was thus compiled again (`sqlite3Reprepare`, most of the SQL compilation in the
+/// profile of docs/benchmarks.md). On a unique key the `LIMIT` is useless anyway.
+pub(crate) fn unique_row<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
 /// Arbitrary key of the PostgreSQL advisory lock held while migrating, so that several
 /// processes starting at once do not run the same migration twice.
 const MIGRATION_LOCK_KEY: i64 = 0x0066_6c6f_7772_756e; // "flowrun"
@@ -115,10 +126,17 @@ pub(crate) type Pool = r2d2::Pool<Manager>;
 pub(crate) type PooledConn = r2d2::PooledConnection<Manager>;
 
 /// Builds the pool and checks that one connection can be opened.
+///
+/// Only PostgreSQL connections are checked (`SELECT 1`) at every checkout: a server restart or
+/// an idle timeout can break them. An SQLite connection is a handle on a local file that does
+/// not go stale, and the check cost an SQL compilation and run per checkout; a connection
+/// whose transaction broke is still discarded when it is returned (`has_broken`).
 pub(crate) fn build_pool(target: Target, size: u32) -> Result<Pool> {
+    let test_on_check_out = matches!(target, Target::Postgres(_));
     let pool = r2d2::Pool::builder()
         .max_size(size.max(1))
         .min_idle(Some(1))
+        .test_on_check_out(test_on_check_out)
         .connection_timeout(Duration::from_secs(30))
         .build(Manager::new(target))?;
     Ok(pool)

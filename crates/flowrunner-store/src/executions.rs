@@ -241,10 +241,12 @@ fn find_key(
         .filter(idempotency_keys::flow_id.eq(new.flow_id.as_str()))
         .filter(idempotency_keys::key.eq(key))
         .select((idempotency_keys::execution_id, idempotency_keys::created_at));
-    Ok(match conn {
-        DbConn::Sqlite(c) => query.first(c).optional()?,
-        DbConn::Postgres(c) => query.for_update().first(c).optional()?,
-    })
+    // `load` rather than `first`: see `conn::unique_row` (the key is unique).
+    let rows: Vec<(String, NaiveDateTime)> = match conn {
+        DbConn::Sqlite(c) => query.load(c)?,
+        DbConn::Postgres(c) => query.for_update().load(c)?,
+    };
+    Ok(crate::conn::unique_row(rows))
 }
 
 fn repoint_key(
@@ -269,11 +271,12 @@ fn repoint_key(
 }
 
 pub(crate) fn load(conn: &mut DbConn, id: &str) -> Result<Option<ExecutionRecord>> {
+    // `load` rather than `first`: see `conn::unique_row`.
     executions::table
         .find(id)
         .select(ExecutionRow::as_select())
-        .first(conn)
-        .optional()?
+        .load::<ExecutionRow>(conn)
+        .map(crate::conn::unique_row)?
         .map(ExecutionRecord::try_from)
         .transpose()
 }

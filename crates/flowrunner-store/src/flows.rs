@@ -122,9 +122,10 @@ fn load(conn: &mut DbConn, id: &str, scope: &Scope) -> Result<Option<FlowRecord>
         .filter(flows::id.eq(id.to_string()))
         .select((FlowRow::as_select(), RevisionRow::as_select()))
         .into_boxed();
+    // `load` rather than `first`: see `conn::unique_row` (at most one row matches the id).
     let row = visible!(query, scope, None::<&str>)
-        .first::<(FlowRow, RevisionRow)>(conn)
-        .optional()?;
+        .load::<(FlowRow, RevisionRow)>(conn)
+        .map(crate::conn::unique_row)?;
     row.map(|(flow, rev)| to_record(flow, rev)).transpose()
 }
 

@@ -19,20 +19,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::backend::Backend;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{HasSqlType, Nullable, Text, Timestamp};
 use flowrunner_domain::{ExecutionId, ExecutionStatus, LogLevel};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Target;
-use crate::conn::{self, DbConn};
+use crate::conn::{self, DbConn, on_backend};
 use crate::error::{Error, Result};
 use crate::executions::{ExecutionRow, TERMINAL, create_in, to_json};
 use crate::models::{ExecutionRecord, NewExecution};
 use crate::schema::{execution_events, executions};
 use crate::store::Store;
 use crate::time;
+
+/// How long the writer waits for another message when it holds only entries nobody awaits
+/// (see [`JournalWriter::append_unawaited`]); tokio's timer rounds it up to its 1 ms tick.
+pub const UNAWAITED_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Default most writes committed in one transaction.
 pub const DEFAULT_MAX_BATCH: usize = 512;
@@ -185,6 +193,8 @@ enum Op<P> {
     },
     Append {
         entry: Box<JournalEntry<P>>,
+        /// Nobody waits for this commit (see [`JournalWriter::append_unawaited`]).
+        unawaited: bool,
         reply: Reply<()>,
     },
     Renew {
@@ -345,6 +355,21 @@ impl<P: Send + 'static> JournalWriter<P> {
     pub async fn append(&self, entry: JournalEntry<P>) -> Result<Ticket<()>> {
         self.send(|reply| Op::Append {
             entry: Box::new(entry),
+            unawaited: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`append`](Self::append), for an entry whose commit nobody awaits right away
+    /// (e.g. `node_started`, log lines): when the writer finds only such entries waiting, it
+    /// gives the next message up to [`UNAWAITED_WINDOW`] to join them, so that one commit
+    /// covers both (at low load a node then costs one commit instead of two). The ticket
+    /// still tells when, or whether, it was committed.
+    pub async fn append_unawaited(&self, entry: JournalEntry<P>) -> Result<Ticket<()>> {
+        self.send(|reply| Op::Append {
+            entry: Box::new(entry),
+            unawaited: true,
             reply,
         })
         .await
@@ -448,15 +473,45 @@ struct Worker<P, F> {
 impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
     fn run(mut self) {
         let mut batch: Vec<Op<P>> = Vec::with_capacity(self.max_batch);
+        // Only for the bounded wait of `UNAWAITED_WINDOW` (the thread is not in a runtime).
+        let timer = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(timer) => Some(timer),
+            Err(err) => {
+                log::warn!("journal writer: no timer, unawaited entries commit at once: {err}");
+                None
+            }
+        };
         loop {
             let Some(first) = self.rx.blocking_recv() else {
                 return;
             };
             batch.push(first);
-            while batch.len() < self.max_batch {
-                match self.rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+            self.drain(&mut batch);
+            let unawaited_only = batch.iter().all(|op| {
+                matches!(
+                    op,
+                    Op::Append {
+                        unawaited: true,
+                        ..
+                    }
+                )
+            });
+            if unawaited_only
+                && batch.len() < self.max_batch
+                && let Some(timer) = &timer
+            {
+                // Usually the awaited entry that follows (the node's completion) is about to
+                // arrive: commit both at once. A closed channel ends the loop at the next
+                // `blocking_recv`.
+                let rx = &mut self.rx;
+                let next = timer
+                    .block_on(async { tokio::time::timeout(UNAWAITED_WINDOW, rx.recv()).await });
+                if let Ok(Some(op)) = next {
+                    batch.push(op);
+                    self.drain(&mut batch);
                 }
             }
             let close = batch.iter().any(|op| matches!(op, Op::Close { .. }));
@@ -469,6 +524,16 @@ impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
                 }
                 self.process(&mut batch);
                 return;
+            }
+        }
+    }
+
+    /// Adds whatever is waiting to `batch`, up to `max_batch`.
+    fn drain(&mut self, batch: &mut Vec<Op<P>>) {
+        while batch.len() < self.max_batch {
+            match self.rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
             }
         }
     }
@@ -609,7 +674,7 @@ impl Answer {
                     _ => Err(mismatch()),
                 })),
             ),
-            Op::Append { entry, reply } => {
+            Op::Append { entry, reply, .. } => {
                 if committed {
                     payloads.push(entry.payload);
                 }
@@ -725,64 +790,51 @@ fn apply<P>(conn: &mut DbConn, op: &Op<P>) -> Result<Output> {
 
 fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
     let id = entry.event.execution_id.as_str();
-    // Fixed binds (no `IN` list), so the statements stay in diesel's prepared-statement cache.
-    let unfinished = executions::table.filter(executions::id.eq(id)).filter(
-        executions::status
-            .ne(TERMINAL[0])
-            .and(executions::status.ne(TERMINAL[1]))
-            .and(executions::status.ne(TERMINAL[2])),
-    );
-    let changed = match &entry.change {
-        RowChange::None => match &entry.snapshot {
-            Some(snapshot) => Some(
-                diesel::update(unfinished)
-                    .set(executions::snapshot.eq(snapshot))
-                    .execute(conn)?,
-            ),
-            None => None,
-        },
+    let snapshot = entry.snapshot.as_deref();
+    let result = match &entry.change {
+        RowChange::Finish { status, .. } if !status.is_terminal() => {
+            return Err(Error::Conflict(format!(
+                "`{status}` is not a terminal status"
+            )));
+        }
+        RowChange::Finish {
+            result: Some(result),
+            ..
+        } => Some(to_json(result)?),
+        _ => None,
+    };
+    let set = match &entry.change {
+        RowChange::None => snapshot.map(|snapshot| RowSet::Snapshot { snapshot }),
         RowChange::Start {
             owner,
             lease_until,
             started_at,
-        } => Some(
-            diesel::update(unfinished)
-                .set((
-                    executions::status.eq(ExecutionStatus::Running.as_str()),
-                    executions::owner.eq(owner),
-                    executions::lease_until.eq(time::to_db(*lease_until)),
-                    executions::started_at.eq(time::to_db(*started_at)),
-                    executions::snapshot.eq(entry.snapshot.as_deref()),
-                ))
-                .execute(conn)?,
-        ),
+        } => Some(RowSet::Start {
+            owner,
+            lease_until: time::to_db(*lease_until),
+            started_at: time::to_db(*started_at),
+            snapshot,
+        }),
         RowChange::Finish {
             status,
-            result,
             error,
             error_node,
             completed_at,
-        } => {
-            if !status.is_terminal() {
-                return Err(Error::Conflict(format!(
-                    "`{status}` is not a terminal status"
-                )));
-            }
-            let result = result.as_ref().map(to_json).transpose()?;
-            Some(
-                diesel::update(unfinished)
-                    .set((
-                        executions::status.eq(status.as_str()),
-                        executions::result.eq(result),
-                        executions::error.eq(error.as_deref()),
-                        executions::error_node.eq(error_node.as_deref()),
-                        executions::completed_at.eq(time::to_db(*completed_at)),
-                        executions::owner.eq(None::<String>),
-                        executions::lease_until.eq(None::<chrono::NaiveDateTime>),
-                    ))
-                    .execute(conn)?,
-            )
+            ..
+        } => Some(RowSet::Finish {
+            status: status.as_str(),
+            result: result.as_deref(),
+            error: error.as_deref(),
+            error_node: error_node.as_deref(),
+            completed_at: time::to_db(*completed_at),
+        }),
+    };
+    let changed = match set {
+        Some(set) => {
+            let update = RowUpdate { id, set };
+            Some(on_backend!(conn, |c| update.execute(c))?)
         }
+        None => None,
     };
     if changed == Some(0) {
         return Err(Error::Conflict(format!(
@@ -805,6 +857,111 @@ fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
         .execute(conn)?;
     Ok(())
 }
+
+/// The execution-row part of a journal entry, as an `UPDATE` that stays in diesel's
+/// prepared-statement cache.
+///
+/// diesel never caches its own `UPDATE` statements (a changeset may skip `None` fields, so two
+/// calls may produce different SQL), so SQLite compiled the row update of every node again
+/// (most of the SQL compilation of the writer thread in the profile of docs/benchmarks.md).
+/// This statement's text depends only on the kind of change, so diesel caches it by its text.
+/// The row is only changed while the execution is unfinished (0 rows otherwise).
+struct RowUpdate<'a> {
+    id: &'a str,
+    set: RowSet<'a>,
+}
+
+/// What [`RowUpdate`] sets.
+enum RowSet<'a> {
+    /// `snapshot`.
+    Snapshot { snapshot: &'a str },
+    /// `running` under `owner`, with the snapshot (possibly none).
+    Start {
+        owner: &'a str,
+        lease_until: NaiveDateTime,
+        started_at: NaiveDateTime,
+        snapshot: Option<&'a str>,
+    },
+    /// A terminal status with its result or error; the lease is released.
+    Finish {
+        status: &'a str,
+        result: Option<&'a str>,
+        error: Option<&'a str>,
+        error_node: Option<&'a str>,
+        completed_at: NaiveDateTime,
+    },
+}
+
+impl<DB> QueryFragment<DB> for RowUpdate<'_>
+where
+    DB: Backend + HasSqlType<Text> + HasSqlType<Timestamp>,
+    str: ToSql<Text, DB>,
+    NaiveDateTime: ToSql<Timestamp, DB>,
+    for<'x> Option<&'x str>: ToSql<Nullable<Text>, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE executions SET ");
+        match &self.set {
+            RowSet::Snapshot { snapshot } => {
+                out.push_sql("snapshot = ");
+                out.push_bind_param::<Text, str>(snapshot)?;
+            }
+            RowSet::Start {
+                owner,
+                lease_until,
+                started_at,
+                snapshot,
+            } => {
+                out.push_sql("status = ");
+                out.push_bind_param::<Text, str>(ExecutionStatus::Running.as_str())?;
+                out.push_sql(", owner = ");
+                out.push_bind_param::<Text, str>(owner)?;
+                out.push_sql(", lease_until = ");
+                out.push_bind_param::<Timestamp, _>(lease_until)?;
+                out.push_sql(", started_at = ");
+                out.push_bind_param::<Timestamp, _>(started_at)?;
+                out.push_sql(", snapshot = ");
+                out.push_bind_param::<Nullable<Text>, _>(snapshot)?;
+            }
+            RowSet::Finish {
+                status,
+                result,
+                error,
+                error_node,
+                completed_at,
+            } => {
+                out.push_sql("status = ");
+                out.push_bind_param::<Text, str>(status)?;
+                out.push_sql(", result = ");
+                out.push_bind_param::<Nullable<Text>, _>(result)?;
+                out.push_sql(", error = ");
+                out.push_bind_param::<Nullable<Text>, _>(error)?;
+                out.push_sql(", error_node = ");
+                out.push_bind_param::<Nullable<Text>, _>(error_node)?;
+                out.push_sql(", completed_at = ");
+                out.push_bind_param::<Timestamp, _>(completed_at)?;
+                out.push_sql(", owner = NULL, lease_until = NULL");
+            }
+        }
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<Text, str>(self.id)?;
+        for status in TERMINAL {
+            // Constants of this crate, not input.
+            out.push_sql(" AND status <> '");
+            out.push_sql(status);
+            out.push_sql("'");
+        }
+        Ok(())
+    }
+}
+
+impl QueryId for RowUpdate<'_> {
+    type QueryId = ();
+    // Cached by its SQL text, which differs between the kinds of change.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Conn> RunQueryDsl<Conn> for RowUpdate<'_> {}
 
 /// Most ids per `IN (…)` list.
 const CHUNK: usize = 500;
