@@ -214,16 +214,11 @@ fn parse_secrets(pairs: &[String]) -> Result<StaticSecrets> {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| anyhow!("--secret `{pair}` must have the form KEY=VALUE"))?;
-        let valid_key = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-            && key.len() <= 128
-            && key
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if !valid_key {
-            bail!("--secret key `{key}` must match ^[A-Z_][A-Z0-9_]{{0,127}}$");
+        if !flowrunner_domain::is_secret_key(key) {
+            bail!(
+                "--secret key `{key}` must match {}",
+                flowrunner_domain::SECRET_KEY_PATTERN
+            );
         }
         if seen.insert(key.to_string(), value.to_string()).is_some() {
             bail!("--secret `{key}` is given twice");

@@ -211,10 +211,9 @@ async fn create_account(args: AccountCreateArgs) -> anyhow::Result<()> {
             .context("cannot read the password from stdin")?;
         line.trim_end_matches(['\r', '\n']).to_string()
     } else {
-        let first =
-            flowrunner_api::prompt_password("Password: ").context("cannot read the password")?;
-        let again = flowrunner_api::prompt_password("Repeat password: ")
-            .context("cannot read the password")?;
+        let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+        let again =
+            rpassword::prompt_password("Repeat password: ").context("cannot read the password")?;
         if first != again {
             bail!("the passwords do not match");
         }

@@ -21,8 +21,3 @@ pub use config::{BootstrapAdmin, DatabaseConfig, ExecutionConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use server::{RunningServer, build_app, serve, start};
 pub use state::{AppState, AppStateParts};
-
-/// Reads a password from the terminal without echoing it (for `flowrunner account create`).
-pub fn prompt_password(prompt: &str) -> std::io::Result<String> {
-    rpassword::prompt_password(prompt)
-}

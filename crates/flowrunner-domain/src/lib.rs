@@ -6,8 +6,10 @@
 
 mod duration;
 mod ids;
+mod secret;
 mod status;
 
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use ids::{AccountId, ExecutionId, FlowId, IdError, RevisionId};
+pub use secret::{SECRET_KEY_PATTERN, is_secret_key};
 pub use status::{ExecutionStatus, LogLevel, ParseEnumError, Role};
