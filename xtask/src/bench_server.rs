@@ -475,8 +475,15 @@ impl Api {
             format!("ws://{}/ws/executions/{execution_id}", self.addr).parse()?;
         let request = tungstenite::ClientRequestBuilder::new(uri)
             .with_header("Authorization", self.bearer.as_str());
-        let (mut socket, _) = tungstenite::client(request, stream)
-            .map_err(|e| anyhow!("WebSocket handshake for {execution_id}: {e}"))?;
+        // The messages are small: tungstenite's default 128 KiB read buffer, allocated and
+        // zeroed for every connection, made the client cost more CPU than necessary on the
+        // cores it shares with the server.
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (mut socket, _) =
+            tungstenite::client::client_with_config(request, stream, Some(config))
+                .map_err(|e| anyhow!("WebSocket handshake for {execution_id}: {e}"))?;
         let mut terminal: Option<(String, Instant)> = None;
         loop {
             match socket.read() {

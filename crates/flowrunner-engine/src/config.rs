@@ -9,6 +9,8 @@ pub const DEFAULT_MAX_RUNNING: usize = 20_000;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Default [`EngineConfig::subscriber_buffer`].
 pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 1024;
+/// Default [`EngineConfig::flow_cache_ttl`].
+pub const DEFAULT_FLOW_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Default [`EngineConfig::cancel_wait`].
 pub const DEFAULT_CANCEL_WAIT: Duration = Duration::from_secs(10);
 
@@ -30,6 +32,11 @@ pub struct EngineConfig {
     pub cancel_wait: Duration,
     /// Most writes the store's writer commits in one transaction.
     pub max_batch: usize,
+    /// How long [`Engine::submit`](crate::Engine::submit) reuses a flow it read (its current
+    /// revision and owner) instead of reading it again. Changes made through this process's
+    /// store are seen at once; changes made by another process (several servers on one
+    /// PostgreSQL database) after at most this long. Zero reads the flow on every run.
+    pub flow_cache_ttl: Duration,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +48,7 @@ impl Default for EngineConfig {
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             cancel_wait: DEFAULT_CANCEL_WAIT,
             max_batch: flowrunner_store::DEFAULT_MAX_BATCH,
+            flow_cache_ttl: DEFAULT_FLOW_CACHE_TTL,
         }
     }
 }

@@ -42,6 +42,22 @@ struct FlowEntry {
     concurrency: Option<usize>,
 }
 
+/// A flow as [`Engine::submit`] last read it: what a run needs of it.
+struct CurrentFlow {
+    owner_id: AccountId,
+    revision_id: RevisionId,
+    revision: i32,
+    version: String,
+    entry: Arc<FlowEntry>,
+    /// The store's [`flow_changes`](flowrunner_store::BlockingStore::flow_changes) before it was read.
+    changes: u64,
+    read_at: std::time::Instant,
+}
+
+/// Most flows (and parsed revisions) kept in the engine's caches; past that they are emptied
+/// and refill from the store.
+const FLOW_CACHE_CAP: usize = 4096;
+
 /// An execution waiting for (or holding) a run slot.
 struct Job {
     id: ExecutionId,
@@ -255,6 +271,8 @@ struct Inner {
     writer: JournalWriter<StoredEvent>,
     hub: Arc<Hub>,
     flows: Mutex<HashMap<RevisionId, Arc<FlowEntry>>>,
+    /// Flows by id, as last read by `submit` (see [`EngineConfig::flow_cache_ttl`]).
+    current: Mutex<HashMap<FlowId, Arc<CurrentFlow>>>,
     sched: Mutex<Sched>,
     /// Cancelled at shutdown: running tasks detach.
     stop: CancellationToken,
@@ -320,6 +338,7 @@ impl Engine {
             writer,
             hub,
             flows: Mutex::new(HashMap::new()),
+            current: Mutex::new(HashMap::new()),
             sched: Mutex::new(Sched::default()),
             stop: CancellationToken::new(),
             closed: Arc::new(AtomicBool::new(false)),
@@ -341,18 +360,21 @@ impl Engine {
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
-        let flow = inner
-            .store
-            .get_flow(&req.flow_id, req.scope)
-            .await?
-            .ok_or(Error::NotFound)?;
-        let entry = inner.flow_entry(&flow.revision_id, &flow.definition)?;
+        let flow = inner.current_flow(&req.flow_id).await?;
+        if req
+            .scope
+            .owner()
+            .is_some_and(|owner| *owner != flow.owner_id)
+        {
+            return Err(Error::NotFound);
+        }
+        let entry = Arc::clone(&flow.entry);
         let input = entry
             .flow
             .check_input(&req.input)
             .map_err(Error::InvalidInput)?;
         let new = NewExecution {
-            flow_id: flow.id.clone(),
+            flow_id: req.flow_id.clone(),
             revision_id: flow.revision_id.clone(),
             revision: flow.revision,
             flow_version: flow.version.clone(),
@@ -514,18 +536,15 @@ impl Engine {
     /// history), without gap or duplicate. `None` when the execution is not found in `scope`.
     pub async fn watch(&self, id: &ExecutionId, scope: Scope) -> Result<Option<Watch>> {
         let inner = &self.inner;
-        if inner.store.get_execution(id, scope).await?.is_none() {
-            return Ok(None);
-        }
         // Subscribe first, then read the history: every event committed after the read is
         // delivered live; duplicates are filtered by seq.
         let (rx, state) = inner.hub.subscribe(id, inner.config.subscriber_buffer);
-        let (events, _) = match inner
-            .store
-            .list_execution_events(id, EventFilter::default(), i64::MAX, 0)
-            .await
-        {
-            Ok(found) => found,
+        let events = match inner.store.execution_journal(id, scope).await {
+            Ok(Some(events)) => events,
+            Ok(None) => {
+                inner.hub.unsubscribe(id, &state);
+                return Ok(None);
+            }
             Err(err) => {
                 inner.hub.unsubscribe(id, &state);
                 return Err(err.into());
@@ -636,6 +655,44 @@ impl Engine {
 }
 
 impl Inner {
+    /// The current revision of a live flow, from the cache while it is fresh (see
+    /// [`EngineConfig::flow_cache_ttl`]) or read now. [`Error::NotFound`] when the flow does
+    /// not exist or was deleted.
+    async fn current_flow(&self, id: &FlowId) -> Result<Arc<CurrentFlow>> {
+        let ttl = self.config.flow_cache_ttl;
+        let changes = self.store.blocking().flow_changes();
+        if !ttl.is_zero()
+            && let Some(cached) = lock(&self.current).get(id)
+            && cached.changes == changes
+            && cached.read_at.elapsed() < ttl
+        {
+            return Ok(Arc::clone(cached));
+        }
+        let read_at = std::time::Instant::now();
+        let flow = self
+            .store
+            .get_flow(id, Scope::All)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let current = Arc::new(CurrentFlow {
+            entry: self.flow_entry(&flow.revision_id, &flow.definition)?,
+            owner_id: flow.owner_id,
+            revision_id: flow.revision_id,
+            revision: flow.revision,
+            version: flow.version,
+            changes,
+            read_at,
+        });
+        if !ttl.is_zero() {
+            let mut cache = lock(&self.current);
+            if cache.len() >= FLOW_CACHE_CAP {
+                cache.clear();
+            }
+            cache.insert(id.clone(), Arc::clone(&current));
+        }
+        Ok(current)
+    }
+
     /// The parsed flow of a revision, from the cache or parsed now.
     fn flow_entry(&self, revision: &RevisionId, definition: &str) -> Result<Arc<FlowEntry>> {
         if let Some(entry) = lock(&self.flows).get(revision) {
@@ -654,7 +711,12 @@ impl Inner {
             uses_secrets: definition.contains("secrets"),
             flow: Arc::new(flow),
         });
-        lock(&self.flows).insert(revision.clone(), Arc::clone(&entry));
+        let mut flows = lock(&self.flows);
+        if flows.len() >= FLOW_CACHE_CAP {
+            // Running executions keep their own reference.
+            flows.clear();
+        }
+        flows.insert(revision.clone(), Arc::clone(&entry));
         Ok(entry)
     }
 

@@ -225,7 +225,7 @@ impl BlockingStore {
     /// admin. Executions reference accounts without a foreign key and are kept.
     pub fn delete_account(&self, id: &AccountId) -> Result<bool> {
         let mut conn = self.conn()?;
-        write_transaction(&mut conn, |conn| {
+        let deleted = write_transaction(&mut conn, |conn| {
             lock_admins(conn)?;
             let Some(current) = load(conn, id.as_str())? else {
                 return Ok(false);
@@ -235,7 +235,10 @@ impl BlockingStore {
             }
             let deleted = diesel::delete(accounts::table.find(id.as_str())).execute(conn)?;
             Ok(deleted > 0)
-        })
+        });
+        // Its flows went with it.
+        self.bump_flow_changes();
+        deleted
     }
 }
 

@@ -296,6 +296,37 @@ impl BlockingStore {
         Ok(record.filter(|r| scope.owner().is_none_or(|owner| *owner == r.account_id)))
     }
 
+    /// The whole journal of an execution visible in `scope`, in `seq` order (what a live
+    /// watcher replays first); `Ok(None)` when it does not exist or is not visible. One
+    /// connection and statements that stay in the prepared-statement cache.
+    pub fn execution_journal(
+        &self,
+        id: &ExecutionId,
+        scope: Scope,
+    ) -> Result<Option<Vec<ExecutionEvent>>> {
+        let mut conn = self.conn()?;
+        let Some(account) = executions::table
+            .filter(executions::id.eq(id.as_str()))
+            .select(executions::account_id)
+            .load::<String>(&mut *conn)?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        if scope.owner().is_some_and(|owner| owner.as_str() != account) {
+            return Ok(None);
+        }
+        let rows = execution_events::table
+            .filter(execution_events::execution_id.eq(id.as_str()))
+            .order(execution_events::seq.asc())
+            .select(EventRow::as_select())
+            .load(&mut *conn)?;
+        rows.into_iter()
+            .map(ExecutionEvent::try_from)
+            .collect::<Result<_>>()
+            .map(Some)
+    }
+
     /// One page of executions visible in `scope`, newest first, and the total matching.
     pub fn list_executions(
         &self,
@@ -533,6 +564,16 @@ impl Store {
     ) -> Result<Option<ExecutionRecord>> {
         let id = id.clone();
         self.run(move |s| s.get_execution(&id, scope)).await
+    }
+
+    /// The whole journal of a visible execution; see [`BlockingStore::execution_journal`].
+    pub async fn execution_journal(
+        &self,
+        id: &ExecutionId,
+        scope: Scope,
+    ) -> Result<Option<Vec<ExecutionEvent>>> {
+        let id = id.clone();
+        self.run(move |s| s.execution_journal(&id, scope)).await
     }
 
     /// One page of executions visible in `scope`, newest first, and the total matching.

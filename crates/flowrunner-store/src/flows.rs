@@ -244,7 +244,7 @@ impl BlockingStore {
         changes: FlowChanges,
     ) -> Result<Option<FlowRecord>> {
         let mut conn = self.conn()?;
-        write_transaction(&mut conn, |conn| {
+        let updated = write_transaction(&mut conn, |conn| {
             lock_flow(conn, id.as_str())?;
             let Some(current) = load(conn, id.as_str(), &scope)? else {
                 return Ok(None);
@@ -286,7 +286,9 @@ impl BlockingStore {
                 ))
                 .execute(conn)?;
             load(conn, id.as_str(), &scope)
-        })
+        });
+        self.bump_flow_changes();
+        updated
     }
 
     /// Soft-deletes a visible flow; `false` if it is not found in `scope`. Its revisions stay.
@@ -303,6 +305,7 @@ impl BlockingStore {
                 .set(changes)
                 .execute(&mut *conn)?,
         };
+        self.bump_flow_changes();
         Ok(n > 0)
     }
 

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -23,6 +24,8 @@ struct Inner {
     pool: Pool,
     backend: Backend,
     cipher: Option<SecretCipher>,
+    /// Bumped after every change to a flow through this store (see [`BlockingStore::flow_changes`]).
+    flow_changes: AtomicU64,
 }
 
 /// The synchronous store. Each call checks a connection out of the pool and blocks the calling
@@ -102,6 +105,7 @@ impl BlockingStore {
                 pool,
                 backend,
                 cipher,
+                flow_changes: AtomicU64::new(0),
             }),
         })
     }
@@ -121,6 +125,20 @@ impl BlockingStore {
     pub fn ping(&self) -> Result<()> {
         self.conn()?.batch_execute("SELECT 1")?;
         Ok(())
+    }
+
+    /// A counter bumped after every update or deletion of a flow (or of an account, which
+    /// deletes its flows) made through this store and its clones. Caches of flows read
+    /// it before a read and drop what they read under an older value; changes made by other
+    /// processes are not counted.
+    pub fn flow_changes(&self) -> u64 {
+        self.inner.flow_changes.load(Ordering::Acquire)
+    }
+
+    /// Records a change to flows (after it is committed, or after it failed: a spurious bump
+    /// only costs a cache refill).
+    pub(crate) fn bump_flow_changes(&self) {
+        self.inner.flow_changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Where the store connects to.
