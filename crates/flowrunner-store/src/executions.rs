@@ -1,17 +1,17 @@
-//! Executions and their journal (`execution_events`). A first, deliberately small API: create
-//! (idempotent), read, list, update with a guard against changing a finished execution, leases,
-//! and batched journal appends. Executions reference flows, revisions and accounts by id only,
-//! so they stay readable after those are deleted.
+//! Executions and their journal (`execution_events`): the rows, the idempotent insert the
+//! group-commit writer runs (`create_in`), and the pooled reads (get, list, journal pages).
+//! Every write of an execution goes through the writer (`writer.rs`); there is no pooled
+//! write path. Executions reference flows, revisions and accounts by id only, so they stay
+//! readable after those are deleted.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use flowrunner_domain::{AccountId, ExecutionId, ExecutionStatus, FlowId, LogLevel, RevisionId};
 
-use crate::conn::{DbConn, write_transaction};
+use crate::conn::DbConn;
 use crate::error::{Error, Result};
 use crate::models::{
-    EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord, ExecutionUpdate, NewExecution,
-    Scope,
+    EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord, NewExecution, Scope,
 };
 use crate::schema::{execution_events, executions, idempotency_keys};
 use crate::store::{BlockingStore, Store};
@@ -93,20 +93,6 @@ impl TryFrom<ExecutionRow> for ExecutionRecord {
     }
 }
 
-#[derive(AsChangeset)]
-#[diesel(table_name = executions)]
-pub(crate) struct ExecutionChangeset {
-    status: Option<String>,
-    result: Option<String>,
-    error: Option<String>,
-    error_node: Option<String>,
-    snapshot: Option<String>,
-    owner: Option<Option<String>>,
-    lease_until: Option<Option<NaiveDateTime>>,
-    started_at: Option<NaiveDateTime>,
-    completed_at: Option<NaiveDateTime>,
-}
-
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = execution_events)]
 struct EventRow {
@@ -155,8 +141,10 @@ impl TryFrom<EventRow> for ExecutionEvent {
 /// How long an idempotency key keeps returning the execution it started.
 pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
-/// Creates a queued execution inside the caller's write transaction (see
-/// [`BlockingStore::create_execution`]).
+/// Creates a queued execution inside the caller's write transaction (the writer's, see
+/// [`JournalWriter::create_execution`](crate::JournalWriter::create_execution)). With an
+/// idempotency key used by the same account for the same flow within [`IDEMPOTENCY_WINDOW`],
+/// returns that execution instead; the flag says whether it was created.
 pub(crate) fn create_in(
     conn: &mut DbConn,
     new: NewExecution,
@@ -282,14 +270,6 @@ pub(crate) fn load(conn: &mut DbConn, id: &str) -> Result<Option<ExecutionRecord
 }
 
 impl BlockingStore {
-    /// Creates a queued execution. With an idempotency key used by the same account for the
-    /// same flow within [`IDEMPOTENCY_WINDOW`](crate::IDEMPOTENCY_WINDOW), returns that
-    /// execution instead; the flag says whether it was created.
-    pub fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
-        let mut conn = self.conn()?;
-        write_transaction(&mut conn, |conn| create_in(conn, new, time::now()))
-    }
-
     /// The execution, if it exists and is visible in `scope` (its starting account).
     pub fn get_execution(&self, id: &ExecutionId, scope: Scope) -> Result<Option<ExecutionRecord>> {
         let record = load(&mut *self.conn()?, id.as_str())?;
@@ -369,112 +349,6 @@ impl BlockingStore {
         Ok((records, total))
     }
 
-    /// Changes an unfinished execution; `Ok(None)` if it does not exist, [`Error::Conflict`] if
-    /// it already reached a terminal status (so it can never be completed twice). A terminal
-    /// status also sets `completed_at` (now, unless given) and releases the lease.
-    pub fn update_execution(
-        &self,
-        id: &ExecutionId,
-        update: ExecutionUpdate,
-    ) -> Result<Option<ExecutionRecord>> {
-        let terminal = update.status.is_some_and(ExecutionStatus::is_terminal);
-        let completed_at = match (update.completed_at, terminal) {
-            (Some(at), _) => Some(time::to_db(at)),
-            (None, true) => Some(time::to_db(time::now())),
-            (None, false) => None,
-        };
-        let changes = ExecutionChangeset {
-            status: update.status.map(|s| s.as_str().to_string()),
-            result: update.result.as_ref().map(to_json).transpose()?,
-            error: update.error,
-            error_node: update.error_node,
-            snapshot: update.snapshot.as_ref().map(to_json).transpose()?,
-            owner: terminal.then_some(None),
-            lease_until: terminal.then_some(None),
-            started_at: update.started_at.map(time::to_db),
-            completed_at,
-        };
-        let mut conn = self.conn()?;
-        let unfinished = executions::table
-            .filter(executions::id.eq(id.as_str()))
-            .filter(executions::status.ne_all(TERMINAL));
-        let changed = if is_empty(&changes) {
-            // Nothing to set: only report whether it exists and is unfinished.
-            unfinished.count().get_result::<i64>(&mut *conn)? as usize
-        } else {
-            diesel::update(unfinished)
-                .set(changes)
-                .execute(&mut *conn)?
-        };
-        let record = load(&mut conn, id.as_str())?;
-        match record {
-            Some(_) if changed == 0 => Err(Error::Conflict("execution already finished".into())),
-            other => Ok(other),
-        }
-    }
-
-    /// Takes or renews the lease of an unfinished execution for `owner` until `lease_until`.
-    /// Succeeds when the execution has no owner, is already owned by `owner`, or its lease
-    /// expired before `now`; returns whether the lease is now held by `owner`.
-    pub fn claim_execution(
-        &self,
-        id: &ExecutionId,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let n = diesel::update(
-            executions::table
-                .filter(executions::id.eq(id.as_str()))
-                .filter(executions::status.ne_all(TERMINAL))
-                .filter(
-                    executions::owner
-                        .is_null()
-                        .or(executions::owner.eq(owner))
-                        .or(executions::lease_until.lt(time::to_db(now))),
-                ),
-        )
-        .set((
-            executions::owner.eq(owner),
-            executions::lease_until.eq(time::to_db(lease_until)),
-        ))
-        .execute(&mut *self.conn()?)?;
-        Ok(n > 0)
-    }
-
-    /// Appends journal entries (of one or several executions) in one transaction.
-    /// [`Error::Conflict`] if an `(execution_id, seq)` pair already exists; then none is stored.
-    pub fn append_execution_events(&self, events: &[ExecutionEvent]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let rows = events
-            .iter()
-            .map(|e| {
-                Ok((
-                    execution_events::execution_id.eq(e.execution_id.as_str()),
-                    execution_events::seq.eq(e.seq),
-                    execution_events::kind.eq(e.kind.as_str()),
-                    execution_events::node_id.eq(e.node_id.as_deref()),
-                    execution_events::node_type.eq(e.node_type.as_deref()),
-                    execution_events::level.eq(e.level.map(LogLevel::as_str)),
-                    execution_events::message.eq(e.message.as_deref()),
-                    execution_events::data.eq(e.data.as_ref().map(to_json).transpose()?),
-                    execution_events::created_at.eq(time::to_db(e.created_at)),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut conn = self.conn()?;
-        write_transaction(&mut conn, |conn| {
-            for row in rows {
-                diesel::insert_into(execution_events::table)
-                    .values(row)
-                    .execute(conn)?;
-            }
-            Ok(())
-        })
-    }
-
     /// The highest journal sequence number of an execution, if it has any entry.
     pub fn last_event_seq(&self, id: &ExecutionId) -> Result<Option<i64>> {
         Ok(execution_events::table
@@ -538,24 +412,7 @@ impl BlockingStore {
     }
 }
 
-fn is_empty(c: &ExecutionChangeset) -> bool {
-    c.status.is_none()
-        && c.result.is_none()
-        && c.error.is_none()
-        && c.error_node.is_none()
-        && c.snapshot.is_none()
-        && c.owner.is_none()
-        && c.lease_until.is_none()
-        && c.started_at.is_none()
-        && c.completed_at.is_none()
-}
-
 impl Store {
-    /// Creates a queued execution, or finds the one started with the same idempotency key.
-    pub async fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
-        self.run(move |s| s.create_execution(new)).await
-    }
-
     /// The execution, if it exists and is visible in `scope`.
     pub async fn get_execution(
         &self,
@@ -586,34 +443,6 @@ impl Store {
     ) -> Result<(Vec<ExecutionRecord>, i64)> {
         self.run(move |s| s.list_executions(scope, filter, limit, offset))
             .await
-    }
-
-    /// Changes an unfinished execution; see [`BlockingStore::update_execution`].
-    pub async fn update_execution(
-        &self,
-        id: &ExecutionId,
-        update: ExecutionUpdate,
-    ) -> Result<Option<ExecutionRecord>> {
-        let id = id.clone();
-        self.run(move |s| s.update_execution(&id, update)).await
-    }
-
-    /// Takes or renews a lease; see [`BlockingStore::claim_execution`].
-    pub async fn claim_execution(
-        &self,
-        id: &ExecutionId,
-        owner: &str,
-        lease_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let (id, owner) = (id.clone(), owner.to_string());
-        self.run(move |s| s.claim_execution(&id, &owner, lease_until, now))
-            .await
-    }
-
-    /// Appends journal entries in one transaction; see [`BlockingStore::append_execution_events`].
-    pub async fn append_execution_events(&self, events: Vec<ExecutionEvent>) -> Result<()> {
-        self.run(move |s| s.append_execution_events(&events)).await
     }
 
     /// The highest journal sequence number of an execution, if it has any entry.

@@ -7,8 +7,11 @@
 //!   `migrations/sqlite` and `migrations/postgres` at the repository root.
 //! * [`Store`] is async: every call runs the synchronous diesel code of [`BlockingStore`] on
 //!   tokio's blocking pool.
-//! * Executions and their append-only journal (`execution_events`) have a first API; flows,
-//!   revisions and accounts are referenced by id only, so history outlives them.
+//! * Executions and their append-only journal (`execution_events`) are written only by the
+//!   single group-commit [`JournalWriter`] ([`Store::start_writer`]): creation, journal entries
+//!   with their [`RowChange`] (start, finish: at most one terminal status), leases and claims.
+//!   [`Store`] only reads them (get, list, journal pages). Flows, revisions and accounts are
+//!   referenced by id only, so history outlives them.
 //! * Secrets are encrypted with ChaCha20-Poly1305 under the configured 32-byte key, bound to
 //!   their account and name.
 //! * [`testing::TestDatabase`] gives tests a fresh SQLite file or PostgreSQL database.
@@ -38,8 +41,7 @@ pub use error::{BoxError, Error, Result};
 pub use executions::IDEMPOTENCY_WINDOW;
 pub use models::{
     Account, AccountChanges, EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord,
-    ExecutionUpdate, FlowChanges, FlowRecord, NewAccount, NewExecution, NewFlow, RevisionRecord,
-    Scope, SecretMeta,
+    FlowChanges, FlowRecord, NewAccount, NewExecution, NewFlow, RevisionRecord, Scope, SecretMeta,
 };
 pub use store::{BlockingStore, Store};
 pub use writer::{

@@ -207,7 +207,7 @@ pub struct ExecutionRecord {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// What [`Store::create_execution`](crate::Store::create_execution) needs.
+/// What [`JournalWriter::create_execution`](crate::JournalWriter::create_execution) needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewExecution {
     /// The flow to run.
@@ -230,26 +230,6 @@ pub struct NewExecution {
     pub owner: Option<String>,
     /// Until when that worker's lease runs.
     pub lease_until: Option<DateTime<Utc>>,
-}
-
-/// Changes to an execution; `None` fields are left alone.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ExecutionUpdate {
-    /// New status. Setting a terminal status also sets `completed_at` (unless given) and
-    /// clears the lease.
-    pub status: Option<ExecutionStatus>,
-    /// The flow's output.
-    pub result: Option<serde_json::Value>,
-    /// Error message.
-    pub error: Option<String>,
-    /// Node the error happened at.
-    pub error_node: Option<String>,
-    /// The runtime's resumable state.
-    pub snapshot: Option<serde_json::Value>,
-    /// When a worker started it.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it finished.
-    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// Filters for listing executions.

@@ -3,9 +3,10 @@
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::{PgConnection, SqliteConnection};
-use flowrunner_domain::Role;
+use flowrunner_domain::{AccountId, Role};
 use flowrunner_store::testing::TestDatabase;
-use flowrunner_store::{Account, Backend, NewAccount, NewFlow, Store};
+use flowrunner_store::{Account, Backend, FlowRecord, NewAccount, NewExecution, NewFlow, Store};
+use serde_json::json;
 
 /// Creates an account with a unique email derived from `name`.
 pub async fn account(store: &Store, name: &str, role: Role) -> flowrunner_store::Result<Account> {
@@ -28,6 +29,21 @@ pub fn new_flow(owner: &Account, name: &str, tags: &[&str]) -> NewFlow {
         version: "1.0.0".to_string(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         definition: format!("metadata:\n  name: {name}\n  version: 1.0.0\nnodes: {{}}\n"),
+    }
+}
+
+/// A run of `flow`'s current revision by `account`, without a lease owner.
+pub fn new_execution(flow: &FlowRecord, account: &AccountId, key: Option<&str>) -> NewExecution {
+    NewExecution {
+        flow_id: flow.id.clone(),
+        revision_id: flow.revision_id.clone(),
+        revision: flow.revision,
+        flow_version: flow.version.clone(),
+        account_id: account.clone(),
+        input: json!({"key": "value", "n": 1}),
+        idempotency_key: key.map(str::to_string),
+        owner: None,
+        lease_until: None,
     }
 }
 

@@ -1,105 +1,281 @@
-//! Executions: idempotent creation, scoping, listing, the finished guard, leases and the journal.
+//! Executions as the rest of FlowRunner sees them: written only through the group-commit writer,
+//! read through the pool. Status transitions and the row fields they set, scoping and listing
+//! filters, journal filters, and history that outlives its flow and account. The writer's own
+//! rules (batching, rejection of one entry, one terminal state, claims and leases, idempotency
+//! keys) are tested in `writer.rs`.
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use flowrunner_domain::{AccountId, ExecutionId, ExecutionStatus, LogLevel, Role};
 use flowrunner_store::testing::TestDatabase;
 use flowrunner_store::{
-    Error, EventFilter, ExecutionEvent, ExecutionFilter, ExecutionUpdate, FlowRecord, NewExecution,
-    Result, Scope, Store,
+    Error, EventFilter, ExecutionFilter, ExecutionRecord, FlowRecord, JournalEntry, JournalWriter,
+    NewEvent, Result, RowChange, Scope, Store, WriterConfig,
 };
 use serde_json::json;
 
-use crate::common::{account, new_flow};
+use crate::common::{account, new_execution, new_flow};
 
 store_tests!(
-    create_is_idempotent_per_account_and_flow,
+    status_moves_from_queued_through_running_to_a_terminal_state,
+    row_changes_need_an_unfinished_execution_and_a_terminal_finish,
     get_and_list_respect_scope_and_filters,
-    finished_executions_cannot_change,
-    leases_are_exclusive_until_expiry,
-    journal_appends_are_ordered_unique_and_filterable,
+    journal_reads_filter_by_seq_kind_and_level,
     executions_outlive_their_flow_and_account,
 );
 
-fn run(flow: &FlowRecord, account: &AccountId, key: Option<&str>) -> NewExecution {
-    NewExecution {
-        flow_id: flow.id.clone(),
-        revision_id: flow.revision_id.clone(),
-        revision: flow.revision,
-        flow_version: flow.version.clone(),
-        account_id: account.clone(),
-        input: json!({"key": "value", "n": 1}),
-        idempotency_key: key.map(str::to_string),
-        owner: None,
-        lease_until: None,
+type Writer = JournalWriter<()>;
+
+async fn setup(db: &TestDatabase) -> Result<(Store, Writer, AccountId, FlowRecord)> {
+    let store = db.open().await?;
+    let user = account(&store, "runner", Role::User).await?;
+    let flow = store.create_flow(new_flow(&user, "f", &[])).await?;
+    let writer = store.start_writer(WriterConfig::default(), |_: Vec<()>| {})?;
+    Ok((store, writer, user.id, flow))
+}
+
+async fn create(
+    writer: &Writer,
+    flow: &FlowRecord,
+    account: &AccountId,
+) -> Result<ExecutionRecord> {
+    Ok(writer
+        .create_execution(new_execution(flow, account, None))
+        .await?
+        .0)
+}
+
+fn event(id: &ExecutionId, seq: i64, kind: &str, level: Option<LogLevel>) -> NewEvent {
+    NewEvent {
+        execution_id: id.clone(),
+        seq,
+        kind: kind.to_string(),
+        node_id: Some("start".into()),
+        node_type: Some("http.request".into()),
+        level,
+        message: level.map(|l| format!("{l} message")),
+        data: json!({"seq": seq, "type": kind}).to_string(),
+        created_at: Utc::now(),
     }
 }
 
-async fn setup(store: &Store) -> Result<(AccountId, FlowRecord)> {
-    let user = account(store, "runner", Role::User).await?;
-    let flow = store.create_flow(new_flow(&user, "f", &[])).await?;
-    Ok((user.id, flow))
+fn entry(id: &ExecutionId, seq: i64, kind: &str, change: RowChange) -> JournalEntry<()> {
+    JournalEntry {
+        event: event(id, seq, kind, None),
+        snapshot: None,
+        change,
+        payload: (),
+    }
 }
 
-async fn create_is_idempotent_per_account_and_flow(db: &TestDatabase) -> Result<()> {
-    let store = db.open().await?;
-    let (user, flow) = setup(&store).await?;
-    let (first, created) = store
-        .create_execution(run(&flow, &user, Some("k1")))
-        .await?;
-    assert!(created);
-    assert!(first.id.as_str().starts_with("exec-"));
-    assert_eq!(first.status, ExecutionStatus::Queued);
-    assert_eq!(first.input, json!({"key": "value", "n": 1}));
+fn log(id: &ExecutionId, seq: i64, level: LogLevel) -> JournalEntry<()> {
+    JournalEntry {
+        event: event(id, seq, "log", Some(level)),
+        snapshot: None,
+        change: RowChange::None,
+        payload: (),
+    }
+}
+
+/// Appends one entry and waits for its commit.
+async fn commit(writer: &Writer, entry: JournalEntry<()>) -> Result<()> {
+    writer.append(entry).await?.wait().await
+}
+
+fn start(owner: &str, lease_until: DateTime<Utc>, started_at: DateTime<Utc>) -> RowChange {
+    RowChange::Start {
+        owner: owner.into(),
+        lease_until,
+        started_at,
+    }
+}
+
+fn finish(status: ExecutionStatus, error: Option<&str>) -> RowChange {
+    RowChange::Finish {
+        status,
+        result: None,
+        error: error.map(str::to_string),
+        error_node: error.map(|_| "fetch".to_string()),
+        completed_at: Utc::now(),
+    }
+}
+
+async fn get(store: &Store, id: &ExecutionId) -> Result<ExecutionRecord> {
+    Ok(store
+        .get_execution(id, Scope::All)
+        .await?
+        .expect("execution exists"))
+}
+
+async fn status_moves_from_queued_through_running_to_a_terminal_state(
+    db: &TestDatabase,
+) -> Result<()> {
+    let (store, writer, user, flow) = setup(db).await?;
+    let queued = create(&writer, &flow, &user).await?;
+    assert!(queued.id.as_str().starts_with("exec-"));
+    assert_eq!(queued.status, ExecutionStatus::Queued);
+    assert_eq!(queued.input, json!({"key": "value", "n": 1}));
     assert_eq!(
-        store.get_execution(&first.id, Scope::All).await?,
-        Some(first.clone())
+        (
+            queued.revision_id.clone(),
+            queued.revision,
+            queued.flow_version.as_str()
+        ),
+        (
+            flow.revision_id.clone(),
+            flow.revision,
+            flow.version.as_str()
+        )
+    );
+    assert_eq!(
+        (queued.started_at, queued.completed_at, queued.owner.clone()),
+        (None, None, None)
+    );
+    assert_eq!(
+        get(&store, &queued.id).await?,
+        queued,
+        "read back unchanged"
     );
 
-    let (again, created) = store
-        .create_execution(run(&flow, &user, Some("k1")))
-        .await?;
-    assert!(!created);
-    assert_eq!(again, first);
-    let (other_key, created) = store
-        .create_execution(run(&flow, &user, Some("k2")))
-        .await?;
-    assert!(created);
-    assert_ne!(other_key.id, first.id);
-    // No key: always a new execution.
-    let (a, ca) = store.create_execution(run(&flow, &user, None)).await?;
-    let (b, cb) = store.create_execution(run(&flow, &user, None)).await?;
-    assert!(ca && cb && a.id != b.id);
-    // Same key, another account: independent.
-    let other = account(&store, "other", Role::User).await?;
-    let (_, created) = store
-        .create_execution(run(&flow, &other.id, Some("k1")))
-        .await?;
-    assert!(created);
+    // A snapshot alone leaves the status alone.
+    let mut checkpoint = entry(&queued.id, 1, "node_checkpoint", RowChange::None);
+    checkpoint.snapshot = Some(json!({"at": "queued"}).to_string());
+    commit(&writer, checkpoint).await?;
+    let still_queued = get(&store, &queued.id).await?;
+    assert_eq!(still_queued.status, ExecutionStatus::Queued);
+    assert_eq!(still_queued.snapshot, Some(json!({"at": "queued"})));
+
+    let started_at = Utc::now().trunc_subsecs(6);
+    let lease_until = started_at + Duration::seconds(30);
+    let mut started = entry(
+        &queued.id,
+        2,
+        "execution_started",
+        start("worker-1", lease_until, started_at),
+    );
+    started.snapshot = Some(json!({"at": "start"}).to_string());
+    commit(&writer, started).await?;
+    let running = get(&store, &queued.id).await?;
+    assert_eq!(running.status, ExecutionStatus::Running);
+    assert_eq!(running.started_at, Some(started_at));
+    assert_eq!(running.owner.as_deref(), Some("worker-1"));
+    assert_eq!(running.lease_until, Some(lease_until));
+    assert_eq!(running.snapshot, Some(json!({"at": "start"})));
+    assert_eq!(running.completed_at, None);
+
+    commit(
+        &writer,
+        entry(
+            &queued.id,
+            3,
+            "execution_failed",
+            finish(ExecutionStatus::Failed, Some("boom")),
+        ),
+    )
+    .await?;
+    let failed = get(&store, &queued.id).await?;
+    assert_eq!(failed.status, ExecutionStatus::Failed);
+    assert_eq!(
+        (failed.error.as_deref(), failed.error_node.as_deref()),
+        (Some("boom"), Some("fetch"))
+    );
+    assert_eq!(failed.result, None);
+    assert!(failed.completed_at.is_some());
+    assert_eq!(failed.started_at, Some(started_at), "kept");
+    assert_eq!(failed.snapshot, Some(json!({"at": "start"})), "kept");
+    assert_eq!(
+        (failed.owner, failed.lease_until),
+        (None, None),
+        "lease released"
+    );
+    assert_eq!(store.last_event_seq(&queued.id).await?, Some(3));
+    writer.close().await?;
+    Ok(())
+}
+
+async fn row_changes_need_an_unfinished_execution_and_a_terminal_finish(
+    db: &TestDatabase,
+) -> Result<()> {
+    let (store, writer, user, flow) = setup(db).await?;
+    let now = Utc::now();
+    let exec = create(&writer, &flow, &user).await?;
+
+    // `Finish` with a status that is not terminal is refused and stores nothing.
+    let bad = commit(
+        &writer,
+        entry(
+            &exec.id,
+            1,
+            "execution_running",
+            finish(ExecutionStatus::Running, None),
+        ),
+    )
+    .await;
+    assert!(matches!(bad, Err(Error::Conflict(_))), "{bad:?}");
+    assert_eq!(get(&store, &exec.id).await?, exec);
+    assert_eq!(store.last_event_seq(&exec.id).await?, None);
+
+    // Row changes of an execution that does not exist are refused.
+    let ghost = ExecutionId::generate();
+    for change in [
+        start("worker-1", now, now),
+        finish(ExecutionStatus::Cancelled, None),
+    ] {
+        let missing = commit(&writer, entry(&ghost, 1, "ghost", change)).await;
+        assert!(matches!(missing, Err(Error::Conflict(_))), "{missing:?}");
+    }
+    assert_eq!(store.get_execution(&ghost, Scope::All).await?, None);
+
+    // A queued execution may be cancelled directly; then it cannot be started any more.
+    commit(
+        &writer,
+        entry(
+            &exec.id,
+            1,
+            "execution_cancelled",
+            finish(ExecutionStatus::Cancelled, None),
+        ),
+    )
+    .await?;
+    let cancelled = get(&store, &exec.id).await?;
+    assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+    assert_eq!(cancelled.started_at, None);
+    let restart = commit(
+        &writer,
+        entry(
+            &exec.id,
+            2,
+            "execution_started",
+            start("worker-1", now + Duration::seconds(30), now),
+        ),
+    )
+    .await;
+    assert!(matches!(restart, Err(Error::Conflict(_))), "{restart:?}");
+    assert_eq!(get(&store, &exec.id).await?, cancelled);
+    assert_eq!(store.last_event_seq(&exec.id).await?, Some(1));
+    writer.close().await?;
     Ok(())
 }
 
 async fn get_and_list_respect_scope_and_filters(db: &TestDatabase) -> Result<()> {
-    let store = db.open().await?;
-    let (user, flow) = setup(&store).await?;
+    let (store, writer, user, flow) = setup(db).await?;
     let other = account(&store, "other", Role::User).await?;
     let other_flow = store.create_flow(new_flow(&other, "g", &[])).await?;
     let mut mine = Vec::new();
     for _ in 0..3 {
-        mine.push(store.create_execution(run(&flow, &user, None)).await?.0);
+        mine.push(create(&writer, &flow, &user).await?);
     }
-    let theirs = store
-        .create_execution(run(&other_flow, &other.id, None))
-        .await?
-        .0;
-    store
-        .update_execution(
+    let theirs = create(&writer, &other_flow, &other.id).await?;
+    let now = Utc::now();
+    commit(
+        &writer,
+        entry(
             &mine[0].id,
-            ExecutionUpdate {
-                status: Some(ExecutionStatus::Running),
-                ..Default::default()
-            },
-        )
-        .await?;
+            1,
+            "execution_started",
+            start("worker-1", now + Duration::seconds(30), now),
+        ),
+    )
+    .await?;
 
     assert_eq!(
         store
@@ -107,7 +283,12 @@ async fn get_and_list_respect_scope_and_filters(db: &TestDatabase) -> Result<()>
             .await?,
         None
     );
-    assert!(store.get_execution(&theirs.id, Scope::All).await?.is_some());
+    assert_eq!(
+        store
+            .get_execution(&theirs.id, Scope::Owner(other.id.clone()))
+            .await?,
+        Some(theirs.clone())
+    );
     assert_eq!(
         store
             .get_execution(&ExecutionId::generate(), Scope::All)
@@ -115,18 +296,25 @@ async fn get_and_list_respect_scope_and_filters(db: &TestDatabase) -> Result<()>
         None
     );
 
+    let ids = |page: &[ExecutionRecord]| page.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
     let (page, total) = store
         .list_executions(Scope::Owner(user.clone()), ExecutionFilter::default(), 2, 0)
         .await?;
     assert_eq!(total, 3);
     assert_eq!(
-        page.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-        [mine[2].id.clone(), mine[1].id.clone()]
+        ids(&page),
+        [mine[2].id.clone(), mine[1].id.clone()],
+        "newest first"
     );
+    let (page, total) = store
+        .list_executions(Scope::Owner(user.clone()), ExecutionFilter::default(), 2, 2)
+        .await?;
+    assert_eq!((ids(&page), total), (vec![mine[0].id.clone()], 3));
     let (all, total) = store
         .list_executions(Scope::All, ExecutionFilter::default(), 10, 0)
         .await?;
     assert_eq!((all.len(), total), (4, 4));
+
     let by_flow = ExecutionFilter {
         flow_id: Some(other_flow.id.clone()),
         status: None,
@@ -134,7 +322,7 @@ async fn get_and_list_respect_scope_and_filters(db: &TestDatabase) -> Result<()>
     let (page, total) = store
         .list_executions(Scope::All, by_flow.clone(), 10, 0)
         .await?;
-    assert_eq!((page.len(), total), (1, 1));
+    assert_eq!((ids(&page), total), (vec![theirs.id.clone()], 1));
     assert_eq!(
         store
             .list_executions(Scope::Owner(user.clone()), by_flow, 10, 0)
@@ -142,265 +330,161 @@ async fn get_and_list_respect_scope_and_filters(db: &TestDatabase) -> Result<()>
             .1,
         0
     );
-    let running = ExecutionFilter {
+    let with_status = |status| ExecutionFilter {
         flow_id: None,
-        status: Some(ExecutionStatus::Running),
+        status: Some(status),
     };
-    let (page, total) = store.list_executions(Scope::All, running, 10, 0).await?;
-    assert_eq!((total, page[0].id.clone()), (1, mine[0].id.clone()));
-    Ok(())
-}
-
-async fn finished_executions_cannot_change(db: &TestDatabase) -> Result<()> {
-    let store = db.open().await?;
-    let (user, flow) = setup(&store).await?;
-    let (exec, _) = store.create_execution(run(&flow, &user, None)).await?;
-    let started_at = Utc::now();
-    let running = store
-        .update_execution(
-            &exec.id,
-            ExecutionUpdate {
-                status: Some(ExecutionStatus::Running),
-                started_at: Some(started_at),
-                snapshot: Some(json!({"at": "start"})),
-                ..Default::default()
-            },
-        )
-        .await?
-        .expect("exists");
-    assert_eq!(running.status, ExecutionStatus::Running);
-    assert!(running.started_at.is_some());
-    assert_eq!(running.completed_at, None);
-    assert!(
-        store
-            .claim_execution(
-                &exec.id,
-                "worker-1",
-                Utc::now() + Duration::seconds(30),
-                Utc::now()
-            )
-            .await?
-    );
-
-    let done = store
-        .update_execution(
-            &exec.id,
-            ExecutionUpdate {
-                status: Some(ExecutionStatus::Completed),
-                result: Some(json!({"output": 42})),
-                ..Default::default()
-            },
-        )
-        .await?
-        .expect("exists");
-    assert_eq!(done.status, ExecutionStatus::Completed);
-    assert_eq!(done.result, Some(json!({"output": 42})));
-    assert_eq!(done.snapshot, Some(json!({"at": "start"})));
-    assert!(done.completed_at.is_some());
-    assert_eq!(
-        (done.owner.clone(), done.lease_until),
-        (None, None),
-        "lease released"
-    );
-
-    let cancel = ExecutionUpdate {
-        status: Some(ExecutionStatus::Cancelled),
-        ..Default::default()
-    };
-    assert!(matches!(
-        store.update_execution(&exec.id, cancel.clone()).await,
-        Err(Error::Conflict(_))
-    ));
-    assert!(matches!(
-        store
-            .update_execution(&exec.id, ExecutionUpdate::default())
-            .await,
-        Err(Error::Conflict(_))
-    ));
-    assert_eq!(store.get_execution(&exec.id, Scope::All).await?, Some(done));
-    assert_eq!(
-        store
-            .update_execution(&ExecutionId::generate(), cancel)
-            .await?,
-        None
-    );
-    assert!(
-        !store
-            .claim_execution(
-                &exec.id,
-                "worker-1",
-                Utc::now() + Duration::seconds(30),
-                Utc::now()
-            )
-            .await?
-    );
-
-    // Racing terminal updates: exactly one wins.
-    let (exec, _) = store.create_execution(run(&flow, &user, None)).await?;
-    let complete = ExecutionUpdate {
-        status: Some(ExecutionStatus::Completed),
-        ..Default::default()
-    };
-    let fail = ExecutionUpdate {
-        status: Some(ExecutionStatus::Failed),
-        error: Some("boom".into()),
-        ..Default::default()
-    };
-    let (a, b) = tokio::join!(
-        store.update_execution(&exec.id, complete),
-        store.update_execution(&exec.id, fail)
-    );
-    assert_eq!(
-        [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
-        1,
-        "{a:?} {b:?}"
-    );
-    Ok(())
-}
-
-async fn leases_are_exclusive_until_expiry(db: &TestDatabase) -> Result<()> {
-    let store = db.open().await?;
-    let (user, flow) = setup(&store).await?;
-    let (exec, _) = store.create_execution(run(&flow, &user, None)).await?;
-    let now = Utc::now();
-    assert!(
-        store
-            .claim_execution(&exec.id, "w1", now + Duration::seconds(10), now)
-            .await?
-    );
-    assert!(
-        !store
-            .claim_execution(&exec.id, "w2", now + Duration::seconds(10), now)
-            .await?
-    );
-    assert!(
-        store
-            .claim_execution(&exec.id, "w1", now + Duration::seconds(20), now)
-            .await?,
-        "renewal"
-    );
-    let later = now + Duration::seconds(21);
-    assert!(
-        store
-            .claim_execution(&exec.id, "w2", later + Duration::seconds(10), later)
-            .await?,
-        "takeover"
-    );
-    let record = store
-        .get_execution(&exec.id, Scope::All)
-        .await?
-        .expect("exists");
-    assert_eq!(record.owner.as_deref(), Some("w2"));
-    assert!(
-        !store
-            .claim_execution(&ExecutionId::generate(), "w1", now, now)
-            .await?
-    );
-    Ok(())
-}
-
-async fn journal_appends_are_ordered_unique_and_filterable(db: &TestDatabase) -> Result<()> {
-    let store = db.open().await?;
-    let (user, flow) = setup(&store).await?;
-    let (a, _) = store.create_execution(run(&flow, &user, None)).await?;
-    let (b, _) = store.create_execution(run(&flow, &user, None)).await?;
-    let event =
-        |exec: &ExecutionId, seq: i64, kind: &str, level: Option<LogLevel>| ExecutionEvent {
-            execution_id: exec.clone(),
-            seq,
-            kind: kind.to_string(),
-            node_id: Some("start".into()),
-            node_type: Some("http.request".into()),
-            level,
-            message: level.map(|l| format!("{l} message")),
-            data: Some(json!({"seq": seq})),
-            created_at: Utc::now(),
-        };
-    assert_eq!(store.last_event_seq(&a.id).await?, None);
-    store
-        .append_execution_events(vec![
-            event(&a.id, 1, "execution_started", None),
-            event(&a.id, 2, "log", Some(LogLevel::Info)),
-            event(&b.id, 1, "log", Some(LogLevel::Error)),
-            event(&a.id, 3, "log", Some(LogLevel::Error)),
-            event(&a.id, 4, "node_completed", None),
-        ])
+    let (page, total) = store
+        .list_executions(Scope::All, with_status(ExecutionStatus::Running), 10, 0)
         .await?;
-    assert_eq!(store.last_event_seq(&a.id).await?, Some(4));
-    assert_eq!(store.last_event_seq(&b.id).await?, Some(1));
+    assert_eq!((ids(&page), total), (vec![mine[0].id.clone()], 1));
+    assert_eq!(page[0].status, ExecutionStatus::Running);
+    let (page, total) = store
+        .list_executions(
+            Scope::Owner(user.clone()),
+            with_status(ExecutionStatus::Queued),
+            10,
+            0,
+        )
+        .await?;
+    assert_eq!(
+        (ids(&page), total),
+        (vec![mine[2].id.clone(), mine[1].id.clone()], 2)
+    );
+    let (page, total) = store
+        .list_executions(Scope::All, with_status(ExecutionStatus::Completed), 10, 0)
+        .await?;
+    assert_eq!((page.len(), total), (0, 0));
+    writer.close().await?;
+    Ok(())
+}
 
-    // A duplicate sequence number is refused and nothing of that batch is stored.
-    let dup = store
-        .append_execution_events(vec![
-            event(&a.id, 5, "log", None),
-            event(&a.id, 2, "log", None),
-        ])
-        .await;
-    assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
-    assert_eq!(store.last_event_seq(&a.id).await?, Some(4));
+async fn journal_reads_filter_by_seq_kind_and_level(db: &TestDatabase) -> Result<()> {
+    let (store, writer, user, flow) = setup(db).await?;
+    let a = create(&writer, &flow, &user).await?.id;
+    let b = create(&writer, &flow, &user).await?.id;
+    assert_eq!(store.last_event_seq(&a).await?, None);
+    // Queued without waiting, awaited at the end: committed in order, maybe in one batch.
+    let entries = [
+        entry(&a, 1, "execution_started", RowChange::None),
+        log(&a, 2, LogLevel::Info),
+        log(&b, 1, LogLevel::Error), // seq is unique per execution only
+        log(&a, 3, LogLevel::Error),
+        log(&a, 4, LogLevel::Debug),
+        log(&a, 5, LogLevel::Warn),
+        entry(&a, 6, "node_completed", RowChange::None),
+    ];
+    let mut tickets = Vec::new();
+    for entry in entries {
+        tickets.push(writer.append(entry).await?);
+    }
+    for ticket in tickets {
+        ticket.wait().await?;
+    }
+    assert_eq!(store.last_event_seq(&a).await?, Some(6));
+    assert_eq!(store.last_event_seq(&b).await?, Some(1));
+    assert_eq!(store.last_event_seq(&ExecutionId::generate()).await?, None);
 
+    let seqs = |filter: EventFilter| {
+        let (store, a) = (&store, &a);
+        async move {
+            let (events, total) = store.list_execution_events(a, filter, 100, 0).await?;
+            Ok::<_, Error>((events.iter().map(|e| e.seq).collect::<Vec<_>>(), total))
+        }
+    };
     let (all, total) = store
-        .list_execution_events(&a.id, EventFilter::default(), 100, 0)
+        .list_execution_events(&a, EventFilter::default(), 100, 0)
         .await?;
-    assert_eq!(total, 4);
-    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
-    assert_eq!(all[1].data, Some(json!({"seq": 2})));
-    assert_eq!(all[1].level, Some(LogLevel::Info));
+    assert_eq!(total, 6);
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    let info = &all[1];
+    assert_eq!(
+        (info.execution_id.clone(), info.kind.as_str(), info.level),
+        (a.clone(), "log", Some(LogLevel::Info))
+    );
+    assert_eq!(info.message.as_deref(), Some("info message"));
+    assert_eq!(
+        (info.node_id.as_deref(), info.node_type.as_deref()),
+        (Some("start"), Some("http.request"))
+    );
+    assert_eq!(info.data, Some(json!({"seq": 2, "type": "log"})));
+    assert_eq!((all[0].level, all[0].message.as_deref()), (None, None));
+
+    // A page of the filtered journal, with the total of the filter.
     let after = EventFilter {
         after_seq: Some(2),
         ..Default::default()
     };
-    let (page, total) = store.list_execution_events(&a.id, after, 1, 0).await?;
-    assert_eq!((page[0].seq, total), (3, 2));
+    let (page, total) = store.list_execution_events(&a, after.clone(), 2, 1).await?;
+    assert_eq!(
+        (page.iter().map(|e| e.seq).collect::<Vec<_>>(), total),
+        (vec![4, 5], 4)
+    );
+    assert_eq!(seqs(after).await?, (vec![3, 4, 5, 6], 4));
     let logs = EventFilter {
         kind: Some("log".into()),
         ..Default::default()
     };
-    assert_eq!(store.list_execution_events(&a.id, logs, 10, 0).await?.1, 2);
+    assert_eq!(seqs(logs).await?, (vec![2, 3, 4, 5], 4));
     let errors = EventFilter {
         level: Some(LogLevel::Error),
         ..Default::default()
     };
-    let (errs, total) = store.list_execution_events(&a.id, errors, 10, 0).await?;
-    assert_eq!((errs[0].seq, total), (3, 1));
-    store.append_execution_events(vec![]).await?;
+    assert_eq!(seqs(errors).await?, (vec![3], 1));
+    // `min_level` is a minimum: that level and every more severe one, no entry without level.
+    let at_least = |min| EventFilter {
+        min_level: Some(min),
+        ..Default::default()
+    };
+    assert_eq!(seqs(at_least(LogLevel::Warn)).await?, (vec![3, 5], 2));
+    assert_eq!(seqs(at_least(LogLevel::Info)).await?, (vec![2, 3, 5], 3));
+    assert_eq!(
+        seqs(at_least(LogLevel::Debug)).await?,
+        (vec![2, 3, 4, 5], 4)
+    );
+    assert_eq!(seqs(at_least(LogLevel::Error)).await?, (vec![3], 1));
+    let logs_only = EventFilter {
+        logs_only: true,
+        ..Default::default()
+    };
+    assert_eq!(seqs(logs_only).await?, (vec![2, 3, 4, 5], 4));
+    let combined = EventFilter {
+        after_seq: Some(3),
+        min_level: Some(LogLevel::Info),
+        logs_only: true,
+        ..Default::default()
+    };
+    assert_eq!(seqs(combined).await?, (vec![5], 1));
+    let none = EventFilter {
+        kind: Some("node_started".into()),
+        ..Default::default()
+    };
+    assert_eq!(seqs(none).await?, (vec![], 0));
+
+    let (of_b, total) = store
+        .list_execution_events(&b, EventFilter::default(), 100, 0)
+        .await?;
+    assert_eq!(total, 1);
+    assert_eq!(
+        (of_b[0].execution_id.clone(), of_b[0].level),
+        (b.clone(), Some(LogLevel::Error))
+    );
+    writer.close().await?;
     Ok(())
 }
 
 async fn executions_outlive_their_flow_and_account(db: &TestDatabase) -> Result<()> {
-    let store = db.open().await?;
+    let (store, writer, user, flow) = setup(db).await?;
     let _admin = account(&store, "admin", Role::Admin).await?;
-    let (user, flow) = setup(&store).await?;
-    let (exec, _) = store.create_execution(run(&flow, &user, None)).await?;
-    store
-        .append_execution_events(vec![ExecutionEvent {
-            execution_id: exec.id.clone(),
-            seq: 1,
-            kind: "log".into(),
-            node_id: None,
-            node_type: None,
-            level: Some(LogLevel::Info),
-            message: Some("hello".into()),
-            data: None,
-            created_at: Utc::now(),
-        }])
-        .await?;
+    let exec = create(&writer, &flow, &user).await?;
+    commit(&writer, log(&exec.id, 1, LogLevel::Info)).await?;
     assert!(store.delete_flow(&flow.id, Scope::All).await?);
-    assert_eq!(
-        store
-            .get_execution(&exec.id, Scope::All)
-            .await?
-            .map(|e| e.id),
-        Some(exec.id.clone())
-    );
+    assert_eq!(get(&store, &exec.id).await?, exec);
     assert!(store.delete_account(&user).await?);
-    assert_eq!(
-        store
-            .get_execution(&exec.id, Scope::All)
-            .await?
-            .map(|e| e.id),
-        Some(exec.id.clone())
-    );
+    assert_eq!(get(&store, &exec.id).await?, exec);
     assert_eq!(
         store
             .list_execution_events(&exec.id, EventFilter::default(), 10, 0)
@@ -408,5 +492,21 @@ async fn executions_outlive_their_flow_and_account(db: &TestDatabase) -> Result<
             .1,
         1
     );
+    // The writer still finishes it.
+    commit(
+        &writer,
+        entry(
+            &exec.id,
+            2,
+            "execution_cancelled",
+            finish(ExecutionStatus::Cancelled, None),
+        ),
+    )
+    .await?;
+    assert_eq!(
+        get(&store, &exec.id).await?.status,
+        ExecutionStatus::Cancelled
+    );
+    writer.close().await?;
     Ok(())
 }

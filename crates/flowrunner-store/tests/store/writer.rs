@@ -1,10 +1,11 @@
 //! The group-commit journal writer: batching, ordering, rejection of one message without
-//! losing the others, `on_commit` only after the commit, the finished guard, claims and leases,
-//! and the 24-hour idempotency window.
+//! losing the others (a duplicate `seq` is a conflict), `on_commit` only after the commit, one
+//! terminal state per execution, claims and leases, and idempotency keys (per account and flow,
+//! for 24 hours).
 
 use std::sync::{Arc, Mutex};
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound, Utc};
 use flowrunner_domain::{AccountId, ExecutionId, ExecutionStatus, LogLevel, Role};
 use flowrunner_store::testing::TestDatabase;
 use flowrunner_store::{
@@ -13,7 +14,7 @@ use flowrunner_store::{
 };
 use serde_json::json;
 
-use crate::common::{Raw, account, new_flow};
+use crate::common::{self, Raw, account, new_flow};
 
 store_tests!(
     concurrent_writes_are_batched,
@@ -22,7 +23,7 @@ store_tests!(
     on_commit_sees_only_durable_entries,
     terminal_entries_finish_once,
     claims_and_leases,
-    idempotency_keys_expire_after_a_day,
+    idempotency_keys_are_per_account_and_flow_and_expire_after_a_day,
 );
 
 async fn setup(db: &TestDatabase) -> Result<(Store, FlowRecord, AccountId)> {
@@ -34,17 +35,12 @@ async fn setup(db: &TestDatabase) -> Result<(Store, FlowRecord, AccountId)> {
     Ok((store, flow, owner.id))
 }
 
+/// A run whose lease `worker-a` holds for the next 30 seconds.
 fn new_execution(flow: &FlowRecord, account: &AccountId, key: Option<&str>) -> NewExecution {
     NewExecution {
-        flow_id: flow.id.clone(),
-        revision_id: flow.revision_id.clone(),
-        revision: flow.revision,
-        flow_version: flow.version.clone(),
-        account_id: account.clone(),
-        input: json!({"n": 1}),
-        idempotency_key: key.map(str::to_string),
         owner: Some("worker-a".into()),
         lease_until: Some(Utc::now() + Duration::seconds(30)),
+        ..common::new_execution(flow, account, key)
     }
 }
 
@@ -186,7 +182,9 @@ async fn a_rejected_entry_does_not_poison_its_batch(db: &TestDatabase) -> Result
     for (seq, ticket) in tickets {
         match ticket.wait().await {
             Ok(()) => assert!(seq > 0, "entry {seq} should have been rejected"),
-            Err(_) if seq < 0 => rejected += 1,
+            // The duplicate `(execution_id, seq)` is a conflict, not a database failure.
+            Err(Error::Conflict(_)) if seq == -1 => rejected += 1,
+            Err(_) if seq == -2 => rejected += 1,
             Err(err) => panic!("entry {seq} was lost: {err}"),
         }
     }
@@ -257,7 +255,7 @@ async fn on_commit_sees_only_durable_entries(db: &TestDatabase) -> Result<()> {
 
 async fn terminal_entries_finish_once(db: &TestDatabase) -> Result<()> {
     let (store, flow, owner) = setup(db).await?;
-    let (writer, _) = writer(&store)?;
+    let (writer, committed) = writer(&store)?;
     let id = create(&writer, &flow, &owner).await?.id;
     let started_at = Utc::now();
     let mut start = entry(&id, 0, "started");
@@ -273,8 +271,8 @@ async fn terminal_entries_finish_once(db: &TestDatabase) -> Result<()> {
     assert_eq!(running.snapshot, Some(json!({"next_seq": 1})));
     assert!(running.started_at.is_some());
 
-    let finish = |seq, status| {
-        let mut e = entry(&id, seq, "completed");
+    let finish = |id: &ExecutionId, seq, status| {
+        let mut e = entry(id, seq, "completed");
         e.change = RowChange::Finish {
             status,
             result: Some(json!({"ok": true})),
@@ -285,12 +283,12 @@ async fn terminal_entries_finish_once(db: &TestDatabase) -> Result<()> {
         e
     };
     writer
-        .append(finish(1, ExecutionStatus::Completed))
+        .append(finish(&id, 1, ExecutionStatus::Completed))
         .await?
         .wait()
         .await?;
     let second = writer
-        .append(finish(2, ExecutionStatus::Cancelled))
+        .append(finish(&id, 2, ExecutionStatus::Cancelled))
         .await?
         .wait()
         .await;
@@ -298,8 +296,9 @@ async fn terminal_entries_finish_once(db: &TestDatabase) -> Result<()> {
     let done = store.get_execution(&id, Scope::All).await?.expect("exists");
     assert_eq!(done.status, ExecutionStatus::Completed);
     assert_eq!(done.result, Some(json!({"ok": true})));
+    assert_eq!(done.snapshot, Some(json!({"next_seq": 1})), "kept");
     assert_eq!(
-        (done.owner, done.lease_until),
+        (done.owner.clone(), done.lease_until),
         (None, None),
         "lease released"
     );
@@ -312,7 +311,52 @@ async fn terminal_entries_finish_once(db: &TestDatabase) -> Result<()> {
     // Snapshot updates of a finished execution are refused too.
     let mut late = entry(&id, 2, "node_completed");
     late.snapshot = Some("{}".into());
-    assert!(writer.append(late).await?.wait().await.is_err());
+    let late = writer.append(late).await?.wait().await;
+    assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
+    assert_eq!(
+        store.get_execution(&id, Scope::All).await?,
+        Some(done),
+        "unchanged"
+    );
+
+    // Two terminal entries queued back to back, without waiting (so usually in one batch):
+    // the first queued wins, the second is rejected and stores no event.
+    let raced = create(&writer, &flow, &owner).await?.id;
+    let mut fail = finish(&raced, 1, ExecutionStatus::Failed);
+    fail.change = RowChange::Finish {
+        status: ExecutionStatus::Failed,
+        result: None,
+        error: Some("boom".into()),
+        error_node: Some("n1".into()),
+        completed_at: Utc::now(),
+    };
+    let first = writer
+        .append(finish(&raced, 0, ExecutionStatus::Completed))
+        .await?;
+    let second = writer.append(fail).await?;
+    first.wait().await?;
+    let second = second.wait().await;
+    assert!(matches!(second, Err(Error::Conflict(_))), "{second:?}");
+    let record = store
+        .get_execution(&raced, Scope::All)
+        .await?
+        .expect("exists");
+    assert_eq!(
+        (record.status, record.error),
+        (ExecutionStatus::Completed, None)
+    );
+    let (events, total) = store
+        .list_execution_events(&raced, EventFilter::default(), 10, 0)
+        .await?;
+    assert_eq!((events[0].seq, total), (0, 1), "one terminal event");
+    let published: Vec<i64> = committed
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(e, _)| *e == raced)
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(published, [0], "the rejected entry is not published");
     writer.close().await?;
     Ok(())
 }
@@ -320,51 +364,125 @@ async fn terminal_entries_finish_once(db: &TestDatabase) -> Result<()> {
 async fn claims_and_leases(db: &TestDatabase) -> Result<()> {
     let (store, flow, owner) = setup(db).await?;
     let (writer, _) = writer(&store)?;
-    let a = create(&writer, &flow, &owner).await?.id;
-    let b = create(&writer, &flow, &owner).await?.id;
-    writer.append(entry(&b, 0, "log")).await?.wait().await?;
-    writer.append(entry(&b, 1, "log")).await?.wait().await?;
     let now = Utc::now();
-    // worker-a's leases are live: worker-b may not take them unless told to take all.
+    let leased = |lease_owner: Option<&str>, lease_until| NewExecution {
+        owner: lease_owner.map(str::to_string),
+        lease_until,
+        ..common::new_execution(&flow, &owner, None)
+    };
+    // Created oldest first.
+    let mut ids = Vec::new();
+    for new in [
+        leased(None, None),
+        leased(Some("worker-b"), Some(now + Duration::seconds(30))),
+        leased(Some("worker-c"), Some(now - Duration::seconds(1))),
+        leased(Some("worker-a"), Some(now + Duration::seconds(30))),
+        leased(None, None),
+    ] {
+        ids.push(writer.create_execution(new).await?.0.id);
+    }
+    let [unowned, own, expired, live, finished] = <[ExecutionId; 5]>::try_from(ids).expect("5");
+    writer.append(entry(&own, 0, "log")).await?.wait().await?;
+    writer.append(entry(&own, 1, "log")).await?.wait().await?;
+    let mut end = entry(&finished, 0, "cancelled");
+    end.change = RowChange::Finish {
+        status: ExecutionStatus::Cancelled,
+        result: None,
+        error: None,
+        error_node: None,
+        completed_at: now,
+    };
+    writer.append(end).await?.wait().await?;
+
+    // Without `take_all`: the unowned, worker-b's own and the expired ones, not worker-a's
+    // live lease, never a finished execution.
+    let until = (now + Duration::seconds(60)).trunc_subsecs(6);
+    let claimed = writer
+        .claim_unfinished("worker-b", until, now, false)
+        .await?;
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.record.id.clone())
+            .collect::<Vec<_>>(),
+        [unowned.clone(), own.clone(), expired.clone()],
+        "oldest first"
+    );
+    assert_eq!(
+        claimed.iter().map(|c| c.last_seq).collect::<Vec<_>>(),
+        [None, Some(1), None]
+    );
+    for c in &claimed {
+        assert_eq!(
+            (c.record.owner.as_deref(), c.record.lease_until),
+            (Some("worker-b"), Some(until))
+        );
+        assert_eq!(
+            store
+                .get_execution(&c.record.id, Scope::All)
+                .await?
+                .as_ref(),
+            Some(&c.record)
+        );
+    }
+    let kept = store
+        .get_execution(&live, Scope::All)
+        .await?
+        .expect("exists");
+    assert_eq!(kept.owner.as_deref(), Some("worker-a"));
+    // Every lease is live now: another worker gets nothing unless told to take all.
     let none = writer
-        .claim_unfinished("worker-b", now + Duration::seconds(30), now, false)
+        .claim_unfinished("worker-c", now + Duration::seconds(30), now, false)
         .await?;
     assert!(none.is_empty(), "{none:?}");
     let all = writer
-        .claim_unfinished("worker-b", now + Duration::seconds(30), now, true)
+        .claim_unfinished("worker-d", now + Duration::seconds(30), now, true)
         .await?;
-    let ids: Vec<_> = all.iter().map(|c| c.record.id.clone()).collect();
-    assert_eq!(ids, vec![a.clone(), b.clone()], "oldest first");
     assert_eq!(
-        all.iter().map(|c| c.last_seq).collect::<Vec<_>>(),
-        vec![None, Some(1)]
+        all.iter().map(|c| c.record.id.clone()).collect::<Vec<_>>(),
+        [unowned.clone(), own.clone(), expired.clone(), live.clone()],
+        "every unfinished one, oldest first"
     );
     assert!(
         all.iter()
-            .all(|c| c.record.owner.as_deref() == Some("worker-b"))
+            .all(|c| c.record.owner.as_deref() == Some("worker-d"))
     );
     // Expired leases can be claimed by anyone.
-    let later = now + Duration::seconds(60);
+    let later = now + Duration::seconds(90);
     let expired = writer
-        .claim_unfinished("worker-c", later + Duration::seconds(30), later, false)
+        .claim_unfinished("worker-e", later + Duration::seconds(30), later, false)
         .await?;
-    assert_eq!(expired.len(), 2);
+    assert_eq!(expired.len(), 4);
     assert_eq!(
         writer
-            .renew_leases("worker-c", later + Duration::seconds(90))
+            .renew_leases("worker-e", later + Duration::seconds(90))
             .await?,
-        2
+        4
     );
-    assert_eq!(writer.renew_leases("worker-b", later).await?, 0);
-    assert_eq!(writer.release_leases("worker-c").await?, 2);
-    let released = store.get_execution(&a, Scope::All).await?.expect("exists");
-    assert_eq!(released.owner, None);
+    assert_eq!(writer.renew_leases("worker-d", later).await?, 0);
+    assert_eq!(writer.release_leases("worker-e").await?, 4);
+    let released = store
+        .get_execution(&unowned, Scope::All)
+        .await?
+        .expect("exists");
+    assert_eq!((released.owner, released.lease_until), (None, None));
+    let done = store
+        .get_execution(&finished, Scope::All)
+        .await?
+        .expect("exists");
+    assert_eq!(
+        (done.status, done.owner, done.lease_until),
+        (ExecutionStatus::Cancelled, None, None),
+        "claims and leases never touch a finished execution"
+    );
     writer.close().await?;
     assert!(matches!(writer.flush().await, Err(Error::WriterClosed)));
     Ok(())
 }
 
-async fn idempotency_keys_expire_after_a_day(db: &TestDatabase) -> Result<()> {
+async fn idempotency_keys_are_per_account_and_flow_and_expire_after_a_day(
+    db: &TestDatabase,
+) -> Result<()> {
     let (store, flow, owner) = setup(db).await?;
     let (writer, _) = writer(&store)?;
     let (first, created) = writer
@@ -381,15 +499,41 @@ async fn idempotency_keys_expire_after_a_day(db: &TestDatabase) -> Result<()> {
         .await?;
     assert!(created);
     assert_ne!(other.id, first.id);
-    // The same key through the pooled API agrees.
-    let (pooled, created) = store
-        .create_execution(new_execution(&flow, &owner, Some("k1")))
+    assert_eq!(
+        store.get_execution(&first.id, Scope::All).await?,
+        Some(again),
+        "the first execution, as stored"
+    );
+    // No key: always a new execution.
+    let (a, created_a) = writer
+        .create_execution(new_execution(&flow, &owner, None))
         .await?;
-    assert!(!created);
-    assert_eq!(pooled.id, first.id);
+    let (b, created_b) = writer
+        .create_execution(new_execution(&flow, &owner, None))
+        .await?;
+    assert!(created_a && created_b && a.id != b.id);
+    // The same key of another account, or for another flow of the same account: independent.
+    let other = account(&store, "other", Role::User).await?;
+    let (theirs, created) = writer
+        .create_execution(new_execution(&flow, &other.id, Some("k1")))
+        .await?;
+    assert!(created);
+    assert_ne!(theirs.id, first.id);
+    let owner_account = store.get_account(&owner).await?.expect("exists");
+    let second_flow = store
+        .create_flow(new_flow(&owner_account, "second", &[]))
+        .await?;
+    let (elsewhere, created) = writer
+        .create_execution(new_execution(&second_flow, &owner, Some("k1")))
+        .await?;
+    assert!(created);
+    assert_eq!(elsewhere.flow_id, second_flow.id);
     // A key older than 24 hours starts a new execution.
-    Raw::open(db)
-        .execute("UPDATE idempotency_keys SET created_at = '2000-01-01 00:00:00' WHERE key = 'k1'");
+    Raw::open(db).execute(&format!(
+        "UPDATE idempotency_keys SET created_at = '2000-01-01 00:00:00' \
+         WHERE key = 'k1' AND account_id = '{owner}' AND flow_id = '{}'",
+        flow.id
+    ));
     let (fresh, created) = writer
         .create_execution(new_execution(&flow, &owner, Some("k1")))
         .await?;
