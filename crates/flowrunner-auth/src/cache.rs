@@ -310,10 +310,26 @@ impl<S: SessionStore> SessionStore for CachedSessions<'_, S> {
     }
 
     async fn revoke(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<()> {
-        let outcome = self.store.revoke(jti, expires_at).await;
-        // Also on failure: the write may have been committed before the error was reported.
-        self.cache.invalidate_token(jti);
-        outcome
+        // Invalidates once the write returns, also on failure (it may have been committed
+        // before the error) and if this future is dropped mid-write (a cancelled request: the
+        // store's write may still complete).
+        let _invalidate = InvalidateTokenOnDrop {
+            cache: self.cache,
+            jti,
+        };
+        self.store.revoke(jti, expires_at).await
+    }
+}
+
+/// Invalidates a token's entry when dropped.
+struct InvalidateTokenOnDrop<'a> {
+    cache: &'a SessionCache,
+    jti: &'a str,
+}
+
+impl Drop for InvalidateTokenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.cache.invalidate_token(self.jti);
     }
 }
 
@@ -708,6 +724,44 @@ mod tests {
         table.fill(table.ticket(now), "new".into(), false, &config);
         assert_eq!(table.get("new", now), Some(false));
         assert_eq!(table.entries.len(), 2);
+    }
+
+    /// A store whose `revoke` records the revocation and then never returns (a request
+    /// cancelled while its write is in flight).
+    struct StuckRevoke<'a>(&'a CountingStore);
+
+    impl SessionStore for StuckRevoke<'_> {
+        async fn account_auth(&self, account: &AccountId) -> Result<Option<AccountAuth>> {
+            self.0.account_auth(account).await
+        }
+        async fn is_revoked(&self, jti: &str) -> Result<bool> {
+            self.0.is_revoked(jti).await
+        }
+        async fn revoke(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<()> {
+            self.0.revoke(jti, expires_at).await?;
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_cancelled_mid_write_still_invalidates() {
+        let (auth, store, cache, id) = setup(long_lived());
+        let stuck = StuckRevoke(&store);
+        let sessions = cache.sessions(&stuck);
+        let token = auth.login(&id, Role::User).expect("login");
+        let caller = auth
+            .authenticate(&sessions, &token.token)
+            .await
+            .expect("valid");
+        // Poll the logout once (it records the revocation and hangs), then drop it.
+        let mut logout = Box::pin(auth.logout(&sessions, &caller));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(logout.as_mut().poll(&mut cx).is_pending());
+        drop(logout);
+        assert!(matches!(
+            auth.authenticate(&sessions, &token.token).await,
+            Err(Error::TokenRevoked)
+        ));
     }
 
     #[tokio::test]
