@@ -260,3 +260,21 @@ async fn create_account(args: AccountCreateArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_cache_ttl_is_whole_milliseconds_up_to_an_hour() {
+        assert_eq!(parse_auth_cache_ttl("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_auth_cache_ttl(" 1000 "), Ok(Duration::from_secs(1)));
+        assert_eq!(
+            parse_auth_cache_ttl("3600000"),
+            Ok(Duration::from_secs(3600))
+        );
+        for bad in ["3600001", "-1", "1s", "", "1.5"] {
+            assert!(parse_auth_cache_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}
