@@ -30,6 +30,18 @@ fn parse_lease(text: &str) -> Result<Duration, String> {
     Ok(lease)
 }
 
+/// Longest accepted authentication cache TTL: one hour.
+const MAX_AUTH_CACHE_TTL_MS: u64 = 3_600_000;
+
+fn parse_auth_cache_ttl(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms <= MAX_AUTH_CACHE_TTL_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "must be a whole number of milliseconds from 0 (no cache) to {MAX_AUTH_CACHE_TTL_MS}"
+        )),
+    }
+}
+
 /// Where the database is and how secrets at rest are keyed (shared by every server command).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
@@ -111,6 +123,14 @@ pub struct ServeArgs {
     /// and `webhook` nodes.
     #[arg(long, env = "FLOWRUNNER_BLOCKING_THREADS", default_value_t = flowrunner_api::config::ExecutionConfig::default().blocking_threads, value_parser = parse_positive)]
     pub blocking_threads: usize,
+
+    /// How long, in milliseconds, this process reuses what authentication read from the
+    /// database (token revocations, an account's role and password cut-off); 0 disables the
+    /// cache. Logouts, password and role changes and deletions made through this process take
+    /// effect at once; made by another process on the same database (or the CLI), they are
+    /// seen here after at most this long.
+    #[arg(long, env = "FLOWRUNNER_AUTH_CACHE_TTL_MS", default_value = "1000", value_parser = parse_auth_cache_ttl)]
+    pub auth_cache_ttl_ms: Duration,
 }
 
 /// Options of `flowrunner migrate`.
@@ -173,6 +193,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     config.executions.max_running = args.max_running;
     config.executions.lease = args.lease;
     config.executions.blocking_threads = args.blocking_threads;
+    config.auth_cache.ttl = args.auth_cache_ttl_ms;
     log::debug!("configuration: {config:?}");
     flowrunner_api::serve(config).await.context("server failed")
 }
@@ -238,4 +259,22 @@ async fn create_account(args: AccountCreateArgs) -> anyhow::Result<()> {
         account.role, account.id, account.email
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_cache_ttl_is_whole_milliseconds_up_to_an_hour() {
+        assert_eq!(parse_auth_cache_ttl("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_auth_cache_ttl(" 1000 "), Ok(Duration::from_secs(1)));
+        assert_eq!(
+            parse_auth_cache_ttl("3600000"),
+            Ok(Duration::from_secs(3600))
+        );
+        for bad in ["3600001", "-1", "1s", "", "1.5"] {
+            assert!(parse_auth_cache_ttl(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -132,6 +132,11 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// The execution engine.
     pub executions: ExecutionConfig,
+    /// How long this process reuses what authentication read from the database (revocations,
+    /// an account's role and token cut-off). Changes made through this process take effect at
+    /// once; changes made by another process are seen after at most the TTL. A zero TTL
+    /// disables the cache.
+    pub auth_cache: flowrunner_auth::SessionCacheConfig,
 }
 
 impl ServerConfig {
@@ -149,6 +154,7 @@ impl ServerConfig {
             prune_interval: DEFAULT_PRUNE_INTERVAL,
             shutdown_timeout: Duration::from_secs(30),
             executions: ExecutionConfig::default(),
+            auth_cache: flowrunner_auth::SessionCacheConfig::default(),
         }
     }
 }
@@ -170,6 +176,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("prune_interval", &self.prune_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("executions", &self.executions)
+            .field("auth_cache", &self.auth_cache)
             .finish()
     }
 }

@@ -288,6 +288,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<AppState> {
         store,
         engine,
         auth: Authenticator::new(tokens),
+        session_cache: config.auth_cache,
         hasher,
         catalog,
         max_body_bytes: config.max_body_bytes,

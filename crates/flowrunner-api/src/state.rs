@@ -1,11 +1,15 @@
-//! The application state shared by every handler: store, execution engine, authenticator,
-//! password hasher, node catalog and limits. There is no global state; everything lives here.
+//! The application state shared by every handler: store, execution engine, authenticator and
+//! its session cache, password hasher, node catalog and limits. There is no global state;
+//! everything lives here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
-use flowrunner_auth::{AccountAuth, Authenticator, PasswordHasher, Principal, SessionStore};
+use flowrunner_auth::{
+    AccountAuth, Authenticator, CachedSessions, PasswordHasher, Principal, SessionCache,
+    SessionCacheConfig, SessionStore,
+};
 use flowrunner_domain::AccountId;
 use flowrunner_dsl::NodeCatalog;
 use flowrunner_engine::Engine;
@@ -27,6 +31,7 @@ struct Inner {
     store: Store,
     engine: Engine,
     auth: Authenticator,
+    session_cache: SessionCache,
     hasher: PasswordHasher,
     catalog: SharedCatalog,
     max_body_bytes: usize,
@@ -40,6 +45,7 @@ impl std::fmt::Debug for AppState {
             .field("store", &self.inner.store)
             .field("engine", &self.inner.engine)
             .field("auth", &self.inner.auth)
+            .field("session_cache", &self.inner.session_cache.config())
             .field("bcrypt_cost", &self.inner.hasher.cost())
             .field("max_body_bytes", &self.inner.max_body_bytes)
             .finish_non_exhaustive()
@@ -54,6 +60,8 @@ pub struct AppStateParts {
     pub engine: Engine,
     /// Token verification and issuing.
     pub auth: Authenticator,
+    /// How long authentication reads (revocations, account role and cut-off) are cached.
+    pub session_cache: SessionCacheConfig,
     /// Password hashing.
     pub hasher: PasswordHasher,
     /// Node types flows are validated against.
@@ -71,6 +79,7 @@ impl AppState {
             store,
             engine,
             auth,
+            session_cache,
             hasher,
             catalog,
             max_body_bytes,
@@ -81,6 +90,7 @@ impl AppState {
                 store,
                 engine,
                 auth,
+                session_cache: SessionCache::new(session_cache),
                 hasher,
                 catalog,
                 max_body_bytes,
@@ -133,7 +143,8 @@ impl AppState {
         self.inner.max_body_bytes
     }
 
-    /// Checks a bearer token against signature, expiry, revocations and the account's state.
+    /// Checks a bearer token against signature, expiry, revocations and the account's state
+    /// (the last two usually answered by the session cache).
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         Ok(self
             .inner
@@ -142,9 +153,24 @@ impl AppState {
             .await?)
     }
 
-    /// The store seen as the auth crate's [`SessionStore`].
-    pub fn sessions(&self) -> StoreSessions<'_> {
-        StoreSessions(&self.inner.store)
+    /// The store seen as the auth crate's [`SessionStore`], through the session cache: use it
+    /// for every authentication and revocation, so revocations invalidate the cache.
+    pub fn sessions(&self) -> CachedSessions<'_, StoreSessions<'_>> {
+        self.inner
+            .session_cache
+            .sessions(StoreSessions(&self.inner.store))
+    }
+
+    /// The cache of authentication reads.
+    pub fn session_cache(&self) -> &SessionCache {
+        &self.inner.session_cache
+    }
+
+    /// Makes a change to an account (creation, update, deletion) visible to authentication at
+    /// once. Call it after every such change, once it is committed (also when the store
+    /// reported an error: the change may have been committed anyway).
+    pub fn invalidate_account(&self, account: &AccountId) {
+        self.inner.session_cache.invalidate_account(account);
     }
 
     /// Hashes a password on the blocking pool (bcrypt is slow by design).
@@ -166,7 +192,8 @@ impl AppState {
     }
 }
 
-/// Adapter from the store to [`SessionStore`].
+/// Adapter from the store to [`SessionStore`] (uncached; [`AppState::sessions`] wraps it in the
+/// session cache).
 #[derive(Debug, Clone, Copy)]
 pub struct StoreSessions<'a>(pub &'a Store);
 

@@ -35,6 +35,27 @@ pub trait SessionStore: Sync {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+impl<S: SessionStore + ?Sized> SessionStore for &S {
+    fn account_auth(
+        &self,
+        account: &AccountId,
+    ) -> impl Future<Output = Result<Option<AccountAuth>>> + Send {
+        (**self).account_auth(account)
+    }
+
+    fn is_revoked(&self, jti: &str) -> impl Future<Output = Result<bool>> + Send {
+        (**self).is_revoked(jti)
+    }
+
+    fn revoke(
+        &self,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).revoke(jti, expires_at)
+    }
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -36,6 +36,20 @@ pub(crate) fn visible_account_id(caller: &Caller, raw: &str) -> Result<AccountId
     Ok(id)
 }
 
+/// Drops what the session cache holds about an account when dropped: once the write that
+/// changed it returned (also with an error: it may have been committed), and also when the
+/// request is cancelled while the write is in flight (the store's write still completes).
+struct InvalidateOnDrop<'a> {
+    state: &'a AppState,
+    id: &'a AccountId,
+}
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.state.invalidate_account(self.id);
+    }
+}
+
 fn email_taken(err: flowrunner_store::Error) -> Error {
     match err {
         flowrunner_store::Error::Conflict(_) => {
@@ -99,6 +113,9 @@ pub async fn create(
         })
         .await
         .map_err(email_taken)?;
+    // The id is fresh, so nothing can be cached for it yet; this keeps a cached "no such
+    // account" from ever outliving a creation.
+    state.invalidate_account(&account.id);
     log::info!(
         "account {} created account {} ({})",
         caller.account_id,
@@ -164,12 +181,16 @@ pub async fn update(
     let account = if changes.is_empty() {
         current
     } else {
-        state
-            .store()
-            .update_account(&id, changes)
-            .await
-            .map_err(email_taken)?
-            .ok_or_else(not_found)?
+        // A role or password change moves the account's token cut-off: this process sees it
+        // from the next request on.
+        let updated = {
+            let _invalidate = InvalidateOnDrop {
+                state: &state,
+                id: &id,
+            };
+            state.store().update_account(&id, changes).await
+        };
+        updated.map_err(email_taken)?.ok_or_else(not_found)?
     };
     Ok(HttpResponse::Ok().json(AccountResponse::from(&account)))
 }
@@ -183,12 +204,15 @@ pub async fn delete(
 ) -> Result<HttpResponse> {
     require_admin(&caller, "delete accounts")?;
     let id = AccountId::parse(&path).map_err(|_| not_found())?;
-    if !state
-        .store()
-        .delete_account(&id)
-        .await
-        .map_err(|e| Error::from_store(e, "Account"))?
-    {
+    // Its tokens get 401 from the next request on.
+    let deleted = {
+        let _invalidate = InvalidateOnDrop {
+            state: &state,
+            id: &id,
+        };
+        state.store().delete_account(&id).await
+    };
+    if !deleted.map_err(|e| Error::from_store(e, "Account"))? {
         return Err(not_found());
     }
     log::info!("account {} deleted account {id}", caller.account_id);

@@ -4,6 +4,7 @@ mod common;
 
 mod accounts;
 mod auth;
+mod auth_cache;
 mod errors;
 mod executions;
 mod flows;
