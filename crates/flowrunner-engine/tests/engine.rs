@@ -28,6 +28,8 @@ flowrunner_store::backend_tests!(
     a_late_watcher_gets_history_then_live_without_gap,
     a_slow_watcher_is_dropped_without_stalling,
     secrets_are_the_owners_and_redacted,
+    flow_changes_reach_submit_at_once_here_and_within_the_ttl_elsewhere,
+    a_cancel_during_a_node_checkpoint_is_not_lost,
 );
 
 const THREE: &str = r#"
@@ -571,6 +573,133 @@ nodes:
         .await?
         .ok_or("logs")?;
     assert!(lines.iter().any(|l| l.message == "using ***"));
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// `submit` caches flows by id: a change made through the engine's own store is seen by the
+/// next run; a change made through another store (another process) is seen once the TTL has
+/// passed (here: never with a TTL of an hour, always with a TTL of zero).
+async fn flow_changes_reach_submit_at_once_here_and_within_the_ttl_elsewhere(
+    db: &TestDatabase,
+) -> TestResult {
+    use flowrunner_store::FlowChanges;
+    let s = setup(db).await?;
+    let label = |text: &str| {
+        format!(
+            "metadata: {{ name: labelled }}\nnodes:\n  only:\n    type: transform\n    params: {{ value: {text} }}\n"
+        )
+    };
+    let run = |engine: &flowrunner_engine::Engine, flow: &flowrunner_store::FlowRecord| {
+        let engine = engine.clone();
+        let req = request(flow, &s.alice, serde_json::json!({}));
+        async move {
+            let id = engine.submit(req).await?.execution.id;
+            let record = finished(&engine, &id, Duration::from_secs(10)).await?;
+            Ok::<_, common::TestError>((record.revision, record.result))
+        }
+    };
+    let change =
+        |store: &flowrunner_store::Store, flow: &flowrunner_store::FlowRecord, text: &str| {
+            let store = store.clone();
+            let id = flow.id.clone();
+            let definition = label(text);
+            async move {
+                store
+                    .update_flow(
+                        &id,
+                        Scope::All,
+                        FlowChanges {
+                            definition: Some(definition),
+                            ..FlowChanges::default()
+                        },
+                    )
+                    .await?
+                    .ok_or("flow vanished")?;
+                Ok::<_, common::TestError>(())
+            }
+        };
+    let cached = engine(
+        &s.store,
+        flowrunner_engine::EngineConfig {
+            flow_cache_ttl: Duration::from_secs(3600),
+            ..config()
+        },
+    )
+    .await?;
+    let f = flow(&s.store, &s.alice, &label("one")).await?;
+    assert_eq!(run(&cached, &f).await?, (1, Some(serde_json::json!("one"))));
+
+    // Through the engine's own store: seen at once despite the hour-long TTL.
+    change(&s.store, &f, "two").await?;
+    assert_eq!(run(&cached, &f).await?, (2, Some(serde_json::json!("two"))));
+
+    // Through another store on the same database ("another process"): not seen within the TTL.
+    let elsewhere = db.open().await?;
+    change(&elsewhere, &f, "three").await?;
+    assert_eq!(run(&cached, &f).await?, (2, Some(serde_json::json!("two"))));
+    cached.shutdown().await;
+
+    // With no TTL every run reads the flow.
+    let uncached = engine(
+        &s.store,
+        flowrunner_engine::EngineConfig {
+            flow_cache_ttl: Duration::ZERO,
+            ..config()
+        },
+    )
+    .await?;
+    assert_eq!(
+        run(&uncached, &f).await?,
+        (3, Some(serde_json::json!("three")))
+    );
+    change(&elsewhere, &f, "four").await?;
+    assert_eq!(
+        run(&uncached, &f).await?,
+        (4, Some(serde_json::json!("four")))
+    );
+
+    // A deletion elsewhere is seen too; one here at once.
+    assert!(elsewhere.delete_flow(&f.id, Scope::All).await?);
+    let gone = uncached
+        .submit(request(&f, &s.alice, serde_json::json!({})))
+        .await;
+    assert!(
+        matches!(gone, Err(flowrunner_engine::Error::NotFound)),
+        "{gone:?}"
+    );
+    uncached.shutdown().await;
+    Ok(())
+}
+
+/// A cancel that lands while the `delay` node is recording its wake-up checkpoint must still
+/// end the execution: the checkpoint's emission completes even though the node's future is
+/// dropped, so the cancellation gets the next `seq` instead of colliding with it (it used to
+/// be rejected as a duplicate, and the execution resumed and kept running).
+async fn a_cancel_during_a_node_checkpoint_is_not_lost(db: &TestDatabase) -> TestResult {
+    let s = setup(db).await?;
+    let engine = engine(&s.store, config()).await?;
+    let f = flow(&s.store, &s.alice, &delay_flow("10m", None)).await?;
+    for _ in 0..40 {
+        let id = engine
+            .submit(request(&f, &s.alice, json!({})))
+            .await?
+            .execution
+            .id;
+        let record = engine.cancel(&id, Scope::All).await?;
+        assert_eq!(
+            record.status,
+            flowrunner_engine::ExecutionStatus::Cancelled,
+            "{id}"
+        );
+        let events = history(&engine, &id).await?;
+        assert_journal(&events);
+        assert_eq!(events.last().map(|e| e.kind.as_str()), Some("cancelled"));
+        assert!(
+            !events.iter().any(|e| e.kind == "resumed"),
+            "{id} was interrupted: {events:?}"
+        );
+    }
     engine.shutdown().await;
     Ok(())
 }

@@ -202,17 +202,19 @@ impl NodeContext {
     pub async fn log(&self, level: LogLevel, message: impl Into<String>, data: Option<Value>) {
         let message = message.into();
         let node_id = self.node_id().to_string();
+        let exec = Arc::clone(&self.exec);
         // A journal failure is noticed by the engine when the node returns.
-        let _noticed_later = self
-            .exec
-            .emitter
-            .emit(move || EventKind::Log {
-                level,
-                message,
-                node_id: Some(node_id),
-                data,
-            })
-            .await;
+        let _noticed_later = detached(async move {
+            exec.emitter
+                .emit(move || EventKind::Log {
+                    level,
+                    message,
+                    node_id: Some(node_id),
+                    data,
+                })
+                .await
+        })
+        .await;
     }
 
     /// Durably records `state` for this node (journaled with a snapshot) before continuing.
@@ -227,42 +229,44 @@ impl NodeContext {
         secrets.redact_value(&mut state);
         let event_state = state.clone();
         let event_node = node_id.clone();
-        let result = match base {
-            Some(base) => self
-                .exec
-                .emitter
-                .emit_with_snapshot(
-                    move || EventKind::NodeCheckpoint {
-                        node_id: event_node,
-                        attempt,
-                        state: event_state,
-                    },
-                    move |next_seq| {
-                        let mut snapshot = (*base).clone();
-                        snapshot.in_flight = Some(InFlight {
-                            node_id,
-                            attempt,
-                            state,
-                        });
-                        snapshot.next_seq = next_seq;
-                        snapshot.secret_keys = secrets.keys();
-                        snapshot.redact(&secrets);
-                        snapshot
-                    },
-                )
-                .await
-                .map(|_| ()),
-            None => {
-                self.exec
+        let exec = Arc::clone(&self.exec);
+        let result = detached(async move {
+            match base {
+                Some(base) => exec
                     .emitter
-                    .emit(move || EventKind::NodeCheckpoint {
-                        node_id: event_node,
-                        attempt,
-                        state: event_state,
-                    })
+                    .emit_with_snapshot(
+                        move || EventKind::NodeCheckpoint {
+                            node_id: event_node,
+                            attempt,
+                            state: event_state,
+                        },
+                        move |next_seq| {
+                            let mut snapshot = (*base).clone();
+                            snapshot.in_flight = Some(InFlight {
+                                node_id,
+                                attempt,
+                                state,
+                            });
+                            snapshot.next_seq = next_seq;
+                            snapshot.secret_keys = secrets.keys();
+                            snapshot.redact(&secrets);
+                            snapshot
+                        },
+                    )
                     .await
+                    .map(|_| ()),
+                None => {
+                    exec.emitter
+                        .emit(move || EventKind::NodeCheckpoint {
+                            node_id: event_node,
+                            attempt,
+                            state: event_state,
+                        })
+                        .await
+                }
             }
-        };
+        })
+        .await;
         result.map_err(|stop| NodeError::permanent(stop.0))
     }
 
@@ -345,5 +349,24 @@ impl NodeCatalog for NodeRegistry {
 
     fn node_types(&self) -> Vec<String> {
         NodeRegistry::node_types(self).map(str::to_string).collect()
+    }
+}
+
+/// Runs an emission started from inside a node on its own task and waits for it.
+///
+/// The engine drops a node's future when the execution is cancelled or the node times out.
+/// An emission dropped halfway could leave its entry queued in the journal without the
+/// emitter counting its `seq`, so the next event (the cancellation, the failure) would reuse
+/// that `seq` and be rejected as a duplicate, interrupting the execution. On its own task the
+/// emission, once started, always completes; the engine's next event waits for it (the
+/// emitter numbers events one at a time).
+async fn detached<T: Send + 'static>(
+    emission: impl Future<Output = std::result::Result<T, crate::emit::Interrupted>> + Send + 'static,
+) -> std::result::Result<T, crate::emit::Interrupted> {
+    match tokio::spawn(emission).await {
+        Ok(result) => result,
+        Err(err) => Err(crate::emit::Interrupted(format!(
+            "event emission failed: {err}"
+        ))),
     }
 }

@@ -46,5 +46,5 @@ pub use models::{
 pub use store::{BlockingStore, Store};
 pub use writer::{
     ClaimedExecution, DEFAULT_MAX_BATCH, DEFAULT_WRITER_QUEUE, JournalEntry, JournalWriter,
-    NewEvent, RowChange, Ticket, WriterConfig, WriterStats,
+    NewEvent, RowChange, Ticket, UNAWAITED_WINDOW, WriterConfig, WriterStats,
 };

@@ -339,7 +339,9 @@ impl<P: Send + 'static> JournalWriter<P> {
         Ok(Ticket { rx })
     }
 
-    /// Creates a queued execution (see [`Store::create_execution`]); waits for the commit.
+    /// Creates a queued execution, or finds the one started with the same idempotency key by
+    /// the same account for the same flow within [`IDEMPOTENCY_WINDOW`](crate::IDEMPOTENCY_WINDOW)
+    /// (`false` then); waits for the commit.
     pub async fn create_execution(&self, new: NewExecution) -> Result<(ExecutionRecord, bool)> {
         self.send(|reply| Op::Create {
             new: Box::new(new),
