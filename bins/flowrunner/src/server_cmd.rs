@@ -31,13 +31,13 @@ fn parse_lease(text: &str) -> Result<Duration, String> {
 }
 
 /// Longest accepted authentication cache TTL: one hour.
-const MAX_AUTH_CACHE_TTL_MS: u64 = 3_600_000;
+const MAX_CACHE_TTL_MS: u64 = 3_600_000;
 
-fn parse_auth_cache_ttl(text: &str) -> Result<Duration, String> {
+fn parse_cache_ttl(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<u64>() {
-        Ok(ms) if ms <= MAX_AUTH_CACHE_TTL_MS => Ok(Duration::from_millis(ms)),
+        Ok(ms) if ms <= MAX_CACHE_TTL_MS => Ok(Duration::from_millis(ms)),
         _ => Err(format!(
-            "must be a whole number of milliseconds from 0 (no cache) to {MAX_AUTH_CACHE_TTL_MS}"
+            "must be a whole number of milliseconds from 0 (no cache) to {MAX_CACHE_TTL_MS}"
         )),
     }
 }
@@ -124,13 +124,14 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOWRUNNER_BLOCKING_THREADS", default_value_t = flowrunner_api::config::ExecutionConfig::default().blocking_threads, value_parser = parse_positive)]
     pub blocking_threads: usize,
 
-    /// How long, in milliseconds, this process reuses what authentication read from the
-    /// database (token revocations, an account's role and password cut-off); 0 disables the
-    /// cache. Logouts, password and role changes and deletions made through this process take
-    /// effect at once; made by another process on the same database (or the CLI), they are
-    /// seen here after at most this long.
-    #[arg(long, env = "FLOWRUNNER_AUTH_CACHE_TTL_MS", default_value = "1000", value_parser = parse_auth_cache_ttl)]
-    pub auth_cache_ttl_ms: Duration,
+    /// How long, in milliseconds, this process reuses what it read from the database about
+    /// things other processes may change: what authentication read (token revocations, an
+    /// account's role and password cut-off) and the flow a run starts (its current revision
+    /// and owner); 0 disables both caches. Changes made through this process take effect at
+    /// once; made by another process on the same database (or the CLI), they are seen here
+    /// after at most this long.
+    #[arg(long, env = "FLOWRUNNER_CACHE_TTL_MS", default_value = "1000", value_parser = parse_cache_ttl)]
+    pub cache_ttl_ms: Duration,
 }
 
 /// Options of `flowrunner migrate`.
@@ -193,7 +194,8 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     config.executions.max_running = args.max_running;
     config.executions.lease = args.lease;
     config.executions.blocking_threads = args.blocking_threads;
-    config.auth_cache.ttl = args.auth_cache_ttl_ms;
+    config.auth_cache.ttl = args.cache_ttl_ms;
+    config.executions.flow_cache_ttl = args.cache_ttl_ms;
     log::debug!("configuration: {config:?}");
     flowrunner_api::serve(config).await.context("server failed")
 }
@@ -266,15 +268,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auth_cache_ttl_is_whole_milliseconds_up_to_an_hour() {
-        assert_eq!(parse_auth_cache_ttl("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_auth_cache_ttl(" 1000 "), Ok(Duration::from_secs(1)));
-        assert_eq!(
-            parse_auth_cache_ttl("3600000"),
-            Ok(Duration::from_secs(3600))
-        );
+    fn cache_ttl_is_whole_milliseconds_up_to_an_hour() {
+        assert_eq!(parse_cache_ttl("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_cache_ttl(" 1000 "), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_cache_ttl("3600000"), Ok(Duration::from_secs(3600)));
         for bad in ["3600001", "-1", "1s", "", "1.5"] {
-            assert!(parse_auth_cache_ttl(bad).is_err(), "{bad}");
+            assert!(parse_cache_ttl(bad).is_err(), "{bad}");
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct ExecutionConfig {
     pub ws_ping_interval: Duration,
     /// A WebSocket silent for this long (no pong) is closed.
     pub ws_idle_timeout: Duration,
+    /// How long a run reuses the flow (current revision, owner) read by an earlier run; see
+    /// `flowrunner_engine::EngineConfig::flow_cache_ttl`.
+    pub flow_cache_ttl: Duration,
 }
 
 impl Default for ExecutionConfig {
@@ -48,6 +51,7 @@ impl Default for ExecutionConfig {
             cancel_wait: flowrunner_engine::DEFAULT_CANCEL_WAIT,
             ws_ping_interval: DEFAULT_WS_PING_INTERVAL,
             ws_idle_timeout: DEFAULT_WS_IDLE_TIMEOUT,
+            flow_cache_ttl: flowrunner_engine::DEFAULT_FLOW_CACHE_TTL,
         }
     }
 }

@@ -250,6 +250,7 @@ pub async fn start_engine(
         lease: executions.lease,
         subscriber_buffer: executions.subscriber_buffer.max(1),
         cancel_wait: executions.cancel_wait,
+        flow_cache_ttl: executions.flow_cache_ttl,
         ..EngineConfig::default()
     };
     let engine = Engine::start(store.clone(), runtime, config)

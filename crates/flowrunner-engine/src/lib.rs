@@ -24,8 +24,8 @@ mod journal;
 mod types;
 
 pub use config::{
-    DEFAULT_CANCEL_WAIT, DEFAULT_LEASE, DEFAULT_MAX_RUNNING, DEFAULT_SUBSCRIBER_BUFFER,
-    EngineConfig,
+    DEFAULT_CANCEL_WAIT, DEFAULT_FLOW_CACHE_TTL, DEFAULT_LEASE, DEFAULT_MAX_RUNNING,
+    DEFAULT_SUBSCRIBER_BUFFER, EngineConfig,
 };
 pub use engine::Engine;
 pub use error::{Error, Result};

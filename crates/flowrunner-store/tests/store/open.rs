@@ -20,8 +20,27 @@ async fn migrate_applies_once(db: &TestDatabase) -> Result<()> {
     let sync = tokio::task::spawn_blocking(move || BlockingStore::connect(config)).await??;
     let store = Store::from_blocking(sync);
     let applied = store.migrate().await?;
-    assert_eq!(applied.len(), 1, "{applied:?}");
-    assert!(applied[0].starts_with("2026"), "{applied:?}");
+    let folder = match db.backend() {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let dir = format!("{}/../../migrations/{folder}", env!("CARGO_MANIFEST_DIR"));
+    let mut expected: Vec<String> = std::fs::read_dir(dir)
+        .and_then(|entries| {
+            entries
+                .map(|entry| Ok(entry?.file_name().to_string_lossy().replace('-', "")))
+                .collect::<std::io::Result<_>>()
+        })
+        .map_err(|e| Error::Database(Box::new(e)))?;
+    expected.sort();
+    let versions: Vec<String> = applied.iter().map(|v| v.replace('-', "")).collect();
+    assert_eq!(versions.len(), expected.len(), "{applied:?}");
+    for (version, folder) in versions.iter().zip(&expected) {
+        assert!(
+            folder.starts_with(version.as_str()),
+            "{applied:?} vs {expected:?}"
+        );
+    }
     assert!(store.migrate().await?.is_empty());
     // Open migrates too, and finds nothing left to do.
     let reopened = db.open().await?;
@@ -161,5 +180,59 @@ async fn concurrent_writers_do_not_collide(db: &TestDatabase) -> Result<()> {
         Some(25)
     );
     assert_eq!(store.list_secrets(&owner.id).await?.len(), 1);
+    Ok(())
+}
+
+/// A SQLite database created before the journal became a WITHOUT ROWID table keeps every
+/// journal row (and its constraints) through the upgrade.
+#[test]
+fn upgrading_sqlite_keeps_the_journal()
+-> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, SqliteConnection};
+    use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+    let db = TestDatabase::sqlite()?;
+    let path = db
+        .sqlite_path()
+        .ok_or("not a SQLite database")?
+        .to_path_buf();
+    {
+        let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+        conn.run_next_migration(MIGRATIONS)?;
+        conn.batch_execute(
+            "INSERT INTO executions (id, flow_id, revision_id, revision, flow_version, account_id, status, input, created_at)
+             VALUES ('exec-old', 'flow-old', 'rev-old', 1, '1.0.0', 'account-old', 'completed', '{}', '2026-11-28 10:00:00');
+             INSERT INTO execution_events (execution_id, seq, kind, node_id, node_type, level, message, data, created_at) VALUES
+             ('exec-old', 0, 'started', NULL, NULL, 'info', 'Execution started', '{\"seq\":0}', '2026-11-28 10:00:00'),
+             ('exec-old', 1, 'log', 'a', 'log', 'warn', 'careful', '{\"seq\":1}', '2026-11-28 10:00:01'),
+             ('exec-old', 2, 'completed', NULL, NULL, 'info', 'Execution completed', '{\"seq\":2}', '2026-11-28 10:00:02');",
+        )?;
+    }
+    let store = BlockingStore::open(db.config())?;
+    let id = flowrunner_domain::ExecutionId::from_trusted("exec-old".into());
+    let events = store
+        .execution_journal(&id, Scope::All)?
+        .ok_or("the execution is gone")?;
+    let rows: Vec<(i64, &str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.seq, e.kind.as_str(), e.message.as_deref()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (0, "started", Some("Execution started")),
+            (1, "log", Some("careful")),
+            (2, "completed", Some("Execution completed")),
+        ]
+    );
+    assert_eq!(events[1].node_id.as_deref(), Some("a"));
+    // The key still rejects a duplicate (execution, seq).
+    let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+    let duplicate = conn.batch_execute(
+        "INSERT INTO execution_events (execution_id, seq, kind, created_at) VALUES ('exec-old', 1, 'log', '2026-11-28 10:00:03')",
+    );
+    assert!(duplicate.is_err(), "duplicate seq accepted");
     Ok(())
 }
