@@ -118,6 +118,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         input,
         secrets,
     } = prepared;
+    // Listen for Ctrl-C before the execution starts: a signal that arrives as soon as the
+    // first events are printed must cancel it, not kill the process.
+    let interrupted = interrupt_listener()?;
     let printer = Arc::new(Printer { json: args.json });
     let request = ExecutionRequest::new(Arc::new(flow), input)
         .secrets(Arc::new(secrets))
@@ -131,7 +134,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let cancel = handle.cancellation_token();
     let interrupt = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if interrupted.await {
             eprintln!("\ninterrupted: cancelling the execution…");
             cancel.cancel();
         }
@@ -152,6 +155,22 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             ExitCode::from(EXIT_FAILED)
         }
     })
+}
+
+/// A future that completes with `true` at the first Ctrl-C (SIGINT); the handler is
+/// installed by this call, not when the future is first polled.
+fn interrupt_listener() -> Result<impl std::future::Future<Output = bool> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigint =
+            signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C (SIGINT)")?;
+        Ok(async move { sigint.recv().await.is_some() })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async { tokio::signal::ctrl_c().await.is_ok() })
+    }
 }
 
 struct Prepared {

@@ -12,8 +12,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's allocator: the server allocates and frees many small objects
-/// per request and per step from several threads, where glibc's arenas spent about a fifth of
-/// the CPU in profiles (docs/benchmarks.md).
+/// per request and per step from several threads, where glibc's malloc took about a sixth of
+/// the CPU in profiles (docs/benchmarks.md). Built with `no_thp`: with transparent huge pages
+/// its arenas were backed in 2 MiB pages and the RSS of 10,000 waiting executions rose past
+/// the 256 MB goal.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -144,8 +144,8 @@ pub(crate) fn row_change(event: &Event, owner: &str, lease: Duration) -> RowChan
 
 /// Journals one execution's events through the shared writer.
 ///
-/// Events with a snapshot (`started`, `node_completed`, `node_checkpoint`, a failure that takes
-/// an `error` edge) and terminal events wait for their commit; the others are queued in order
+/// Events with a snapshot (`node_completed`, `node_checkpoint`, a failure that takes an `error`
+/// edge; not `started`) and terminal events wait for their commit; the others are queued in order
 /// without waiting (the single ordered writer commits them in the same or an earlier
 /// transaction than the next awaited one). A queued write that failed is reported at the next
 /// awaited one, which stops the execution (the runtime reports it as interrupted).
@@ -213,7 +213,10 @@ impl StoreJournal {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| JournalError::new(format!("cannot encode snapshot: {e}")))?;
-        let wait = snapshot.is_some() || event.kind.is_terminal();
+        // `started` needs no wait: until the first node completes (an awaited write queued
+        // behind it), a crash re-runs the execution from the start with or without it.
+        let wait = (snapshot.is_some() && !matches!(event.kind, EventKind::Started { .. }))
+            || event.kind.is_terminal();
         let entry = JournalEntry {
             event: row,
             snapshot,
