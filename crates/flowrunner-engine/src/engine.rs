@@ -861,22 +861,20 @@ impl Inner {
         } else {
             Arc::new(StaticSecrets::new())
         };
-        let offset = match &job.resume {
-            Some(snapshot) => job.next_seq - i64::try_from(snapshot.next_seq).unwrap_or(i64::MAX),
-            None => job.next_seq,
-        };
         let journal = Arc::new(StoreJournal {
             writer: self.writer.clone(),
             flow: Arc::clone(&job.entry.flow),
-            offset,
             next_seq: AtomicI64::new(job.next_seq),
             owner: self.config.worker_id.clone(),
             lease: self.config.lease,
             closed: Arc::clone(&self.closed),
             pending: Mutex::new(Vec::new()),
         });
+        // The journal may hold entries past the snapshot (node starts, log lines): go on after
+        // them.
         let mut request = ExecutionRequest::new(Arc::clone(&job.entry.flow), job.input.clone())
             .execution_id(job.id.clone())
+            .first_seq(u64::try_from(job.next_seq).unwrap_or(0))
             .secrets(secrets)
             .journal(Arc::clone(&journal) as Arc<dyn flowrunner_runtime::Journal>);
         if let Some(snapshot) = &job.resume {
@@ -949,7 +947,7 @@ impl Inner {
             timestamp: Utc::now(),
             kind,
         };
-        let (row, stored) = convert(&event, seq, flow)
+        let (row, stored) = convert(&event, flow)
             .map_err(|e| Error::Runtime(format!("cannot encode event: {e}")))?;
         let entry = JournalEntry {
             event: row,

@@ -13,19 +13,13 @@ use flowrunner_store::{JournalEntry, JournalWriter, NewEvent, RowChange, Ticket}
 
 use crate::types::StoredEvent;
 
-/// Converts a runtime event into the row to store and the event to publish. `seq` is the
-/// stored sequence number (the runtime's plus the execution's offset).
+/// Converts a runtime event into the row to store and the event to publish.
 pub(crate) fn convert(
     event: &Event,
-    seq: i64,
     flow: &Flow,
 ) -> Result<(NewEvent, StoredEvent), serde_json::Error> {
-    let mut data = serde_json::to_value(event)?;
-    if event.seq as i64 != seq
-        && let Some(object) = data.as_object_mut()
-    {
-        object.insert("seq".into(), serde_json::Value::from(seq));
-    }
+    let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
+    let data = serde_json::to_value(event)?;
     let node_type_of = |id: &str| flow.nodes.get(id).map(|n| n.node_type.clone());
     let (node_id, node_type) = match &event.kind {
         EventKind::NodeStarted {
@@ -152,9 +146,6 @@ pub(crate) fn row_change(event: &Event, owner: &str, lease: Duration) -> RowChan
 pub(crate) struct StoreJournal {
     pub(crate) writer: JournalWriter<StoredEvent>,
     pub(crate) flow: Arc<Flow>,
-    /// Added to the runtime's `seq` to get the stored one (non-zero after a resume whose
-    /// journal went past the snapshot).
-    pub(crate) offset: i64,
     /// The stored `seq` the next event will get.
     pub(crate) next_seq: AtomicI64,
     pub(crate) owner: String,
@@ -204,10 +195,7 @@ impl StoreJournal {
         if self.closed.load(Ordering::Acquire) {
             return Err(JournalError::new("the engine is shutting down"));
         }
-        let seq = i64::try_from(event.seq)
-            .unwrap_or(i64::MAX)
-            .saturating_add(self.offset);
-        let (row, stored) = convert(event, seq, &self.flow)
+        let (row, stored) = convert(event, &self.flow)
             .map_err(|e| JournalError::new(format!("cannot encode event: {e}")))?;
         let snapshot = snapshot
             .map(serde_json::to_string)
@@ -229,8 +217,12 @@ impl StoreJournal {
             self.writer.append_unawaited(entry).await
         }
         .map_err(|e| JournalError::new(e.to_string()))?;
-        self.next_seq
-            .store(seq.saturating_add(1), Ordering::Release);
+        self.next_seq.store(
+            i64::try_from(event.seq)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1),
+            Ordering::Release,
+        );
         if wait {
             ticket
                 .wait()

@@ -138,6 +138,7 @@ pub struct ExecutionRequest {
     secrets: Option<Arc<dyn SecretProvider>>,
     journal: Option<Arc<dyn Journal>>,
     resume: Option<Snapshot>,
+    first_seq: Option<u64>,
     events: Option<Arc<EventHub>>,
 }
 
@@ -162,8 +163,19 @@ impl ExecutionRequest {
             secrets: None,
             journal: None,
             resume: None,
+            first_seq: None,
             events: None,
         }
+    }
+
+    /// The journal already holds this execution's entries up to `seq - 1`: number new events
+    /// from `seq` on (or from the resumed snapshot's `next_seq`, if that is later). A journal
+    /// keeps entries recorded after the last snapshot (node starts, log lines) or of an attempt
+    /// that never recorded one; resuming from the snapshot alone would number events again
+    /// from the snapshot's `next_seq` and collide with them.
+    pub fn first_seq(mut self, seq: u64) -> Self {
+        self.first_seq = Some(seq);
+        self
     }
 
     /// Uses this execution id (default: a new one, or the snapshot's when resuming).
@@ -277,6 +289,7 @@ impl Runtime {
             secrets,
             journal,
             resume,
+            first_seq,
             events,
         } = request;
         let handlers = self.resolve(&flow)?;
@@ -330,6 +343,7 @@ impl Runtime {
                 )
             }
         };
+        let next_seq = first_seq.map_or(next_seq, |first| first.max(next_seq));
 
         let mut scope = TemplateScope::new(ScopeInit {
             input: &progress.input,

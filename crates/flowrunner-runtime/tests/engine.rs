@@ -598,6 +598,50 @@ async fn resumes_from_a_snapshot_taken_after_the_first_node() {
     assert_eq!(second_journal.events(), events);
 }
 
+/// A journal that holds entries past the snapshot (here the `node_started` of `b` and two
+/// log lines) resumes numbering after them, not at the snapshot's `next_seq`; a `first_seq`
+/// below the snapshot's does not move numbering back.
+#[tokio::test]
+async fn a_resume_numbers_events_after_what_the_journal_already_holds() {
+    let rt = runtime();
+    let flow = flow(&rt, THREE_STEPS);
+    let journal = Arc::new(MemoryJournal::new());
+    rt.run(
+        ExecutionRequest::new(Arc::clone(&flow), json!({"x": 4}))
+            .execution_id(ExecutionId::parse("exec-first-seq").expect("id"))
+            .journal(Arc::clone(&journal) as Arc<dyn Journal>),
+    )
+    .await
+    .expect("run");
+    let snapshot = journal
+        .entries()
+        .into_iter()
+        .find_map(|(e, snapshot)| match &e.kind {
+            EventKind::NodeCompleted { node_id, .. } if node_id == "a" => snapshot,
+            _ => None,
+        })
+        .expect("snapshot after a");
+    for (first_seq, expected) in [
+        (snapshot.next_seq + 3, snapshot.next_seq + 3),
+        (0, snapshot.next_seq),
+    ] {
+        let mut request = ExecutionRequest::new(Arc::clone(&flow), json!({}))
+            .resume(snapshot.clone())
+            .first_seq(first_seq)
+            .journal(Arc::new(MemoryJournal::new()) as Arc<dyn Journal>);
+        let rx = request.subscribe();
+        let outcome = rt.start(request).expect("start").wait().await;
+        assert!(
+            matches!(outcome, ExecutionOutcome::Completed { .. }),
+            "{outcome:?}"
+        );
+        let events = collect(rx).await;
+        assert_eq!(kinds(&events)[0], "resumed");
+        assert_eq!(events[0].seq, expected, "first_seq {first_seq}");
+        assert_contiguous(&events, expected);
+    }
+}
+
 #[tokio::test]
 async fn a_failing_journal_interrupts_the_execution() {
     struct Flaky(AtomicUsize);
