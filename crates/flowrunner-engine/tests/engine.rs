@@ -30,6 +30,7 @@ flowrunner_store::backend_tests!(
     secrets_are_the_owners_and_redacted,
     flow_changes_reach_submit_at_once_here_and_within_the_ttl_elsewhere,
     a_cancel_during_a_node_checkpoint_is_not_lost,
+    a_waiting_nodes_start_is_stored_while_it_waits,
 );
 
 const THREE: &str = r#"
@@ -700,6 +701,35 @@ async fn a_cancel_during_a_node_checkpoint_is_not_lost(db: &TestDatabase) -> Tes
             "{id} was interrupted: {events:?}"
         );
     }
+    engine.shutdown().await;
+    Ok(())
+}
+
+/// A node that waits without writing anything itself (here an HTTP call to a server that
+/// never answers) has its start stored while it waits, so watchers see which node is running
+/// (the journal does not wait for the start's commit, but it must not hold it back either).
+async fn a_waiting_nodes_start_is_stored_while_it_waits(db: &TestDatabase) -> TestResult {
+    let s = setup(db).await?;
+    let base = hanging_server()?;
+    let definition = format!(
+        "metadata: {{ name: hang }}\nnodes:\n  call:\n    type: http.request\n    params: {{ url: \"{base}/slow\" }}\n    timeout: 60s\n"
+    );
+    let f = flow(&s.store, &s.alice, &definition).await?;
+    let engine = engine(&s.store, config()).await?;
+    let id = engine
+        .submit(request(&f, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
+    until_events(&s.store, &id, Duration::from_secs(10), |events| {
+        events.iter().any(|e| e.kind == "node_started")
+    })
+    .await?;
+    let watch = engine.watch(&id, Scope::All).await?.ok_or("not found")?;
+    let kinds: Vec<&str> = watch.history.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["started", "node_started"], "{kinds:?}");
+    assert_eq!(watch.history[1].node_id.as_deref(), Some("call"));
+    engine.cancel(&id, Scope::All).await?;
     engine.shutdown().await;
     Ok(())
 }
