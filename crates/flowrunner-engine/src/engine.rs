@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use chrono::Utc;
-use flowrunner_domain::{AccountId, ExecutionId, FlowId, LogLevel, RevisionId};
+use flowrunner_domain::{AccountId, ExecutionId, ExecutionStatus, FlowId, LogLevel, RevisionId};
 use flowrunner_dsl::Flow;
 use flowrunner_runtime::{
     Event, EventKind, ExecutionOutcome, ExecutionRequest, Runtime, SecretProvider, Snapshot,
@@ -391,9 +391,9 @@ impl Engine {
             }
             other => other?,
         };
-        let (record, created) = created;
+        let (mut record, created) = created;
         if created {
-            inner.enqueue(Job {
+            let started = inner.enqueue(Job {
                 id: record.id.clone(),
                 flow_id: record.flow_id.clone(),
                 account: record.account_id.clone(),
@@ -403,6 +403,11 @@ impl Engine {
                 next_seq: 0,
                 retries: 0,
             });
+            if started {
+                // It holds a run slot and its task is spawned: report what the caller will see
+                // a moment later (the row says `running` once the `started` entry commits).
+                record.status = ExecutionStatus::Running;
+            }
         }
         Ok(Submitted {
             execution: record,
@@ -633,7 +638,9 @@ impl Engine {
             let record = claimed.record;
             let next_seq = claimed.last_seq.map_or(0, |s| s + 1);
             match inner.resume_job(&record, next_seq).await {
-                Ok(job) => inner.enqueue(job),
+                Ok(job) => {
+                    inner.enqueue(job);
+                }
                 Err(err) => {
                     log::error!("execution {} cannot be resumed: {err}", record.id);
                     let flow = Arc::new(empty_flow());
@@ -754,13 +761,17 @@ impl Inner {
         })
     }
 
-    fn enqueue(self: &Arc<Self>, job: Job) {
+    /// Queues a job and starts whatever may start; `true` when this job got a run slot now.
+    fn enqueue(self: &Arc<Self>, job: Job) -> bool {
+        let id = job.id.clone();
         let starts = {
             let mut sched = lock(&self.sched);
             sched.push(job);
             sched.take_startable(self.config.max_running)
         };
+        let started = starts.iter().any(|(job, _, _)| job.id == id);
         self.spawn_all(starts);
+        started
     }
 
     fn spawn_all(self: &Arc<Self>, starts: Vec<(Job, CancellationToken, watch::Sender<bool>)>) {

@@ -239,15 +239,21 @@ async fn per_flow_concurrency_queues_in_order(db: &TestDatabase) -> TestResult {
     let unlimited = flow(&s.store, &s.alice, &delay_flow("5ms", None)).await?;
     let engine = engine(&s.store, config()).await?;
     let mut ids = Vec::new();
+    let mut answered = Vec::new();
     for _ in 0..3 {
-        ids.push(
-            engine
-                .submit(request(&f, &s.alice, json!({})))
-                .await?
-                .execution
-                .id,
-        );
+        let submitted = engine.submit(request(&f, &s.alice, json!({}))).await?;
+        answered.push(submitted.execution.status);
+        ids.push(submitted.execution.id);
     }
+    // The first got the flow's only slot at once; the others wait for it.
+    assert_eq!(
+        answered,
+        [
+            ExecutionStatus::Running,
+            ExecutionStatus::Queued,
+            ExecutionStatus::Queued
+        ]
+    );
     // Other flows are not held up.
     let free = engine
         .submit(request(&unlimited, &s.alice, json!({})))

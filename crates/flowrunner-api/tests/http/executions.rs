@@ -513,8 +513,20 @@ fn per_flow_concurrency_keeps_the_second_run_queued() {
     let app = TestApp::start();
     let token = app.user.token.clone();
     let flow = app.create_flow_from(&token, &delay_flow("300ms", "one", Some(1)));
-    let first = app.run_flow(&token, &flow, json!({}));
-    let second = app.run_flow(&token, &flow, json!({}));
+    let run = |expected: &str| {
+        let r = app.post(
+            &format!("/api/v1/flows/{flow}/run"),
+            Some(&token),
+            json!({"input": {}}),
+        );
+        assert_eq!(r.status, 202, "{r:?}");
+        // `running` when it got a run slot at once (the reference's example), `queued` when it
+        // waits for the flow's only slot.
+        assert_eq!(r.body["status"], expected, "{r:?}");
+        r.body["execution_id"].as_str().expect("id").to_string()
+    };
+    let first = run("running");
+    let second = run("queued");
     app.wait_execution(&token, &first, |e| e["status"] == "running");
     let second_now = app.get(&format!("/api/v1/executions/{second}"), Some(&token));
     assert_eq!(second_now.body["status"], "queued", "{second_now:?}");
