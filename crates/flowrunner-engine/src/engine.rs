@@ -13,8 +13,8 @@ use flowrunner_runtime::{
     StaticSecrets,
 };
 use flowrunner_store::{
-    Backend, EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord, JournalEntry,
-    JournalWriter, NewExecution, Scope, Store, WriterConfig, WriterStats,
+    Backend, ClaimScope, EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord,
+    JournalEntry, JournalWriter, NewExecution, Scope, Store, WriterConfig, WriterStats,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -617,29 +617,38 @@ impl Engine {
         }
     }
 
-    /// Claims and schedules unfinished executions, oldest first.
+    /// Claims and schedules unfinished executions, oldest first: on SQLite all of them (one
+    /// process owns the database), on PostgreSQL those without owner, its own and those whose
+    /// lease expired.
     async fn recover(&self) -> Result<()> {
-        let inner = &self.inner;
+        let which = match self.inner.store.backend() {
+            Backend::Sqlite => ClaimScope::Everything,
+            Backend::Postgres => ClaimScope::OwnAndAbandoned,
+        };
+        self.inner.adopt(which).await.map(|_| ())
+    }
+}
+
+impl Inner {
+    /// Claims the unfinished executions `which` selects and schedules them, oldest first
+    /// (resumed from their snapshot; one that cannot be resumed is marked failed). Returns
+    /// how many were claimed.
+    async fn adopt(self: &Arc<Self>, which: ClaimScope) -> Result<usize> {
         let now = Utc::now();
-        let take_all = inner.store.backend() == Backend::Sqlite;
-        let claimed = inner
+        let claimed = self
             .writer
-            .claim_unfinished(
-                &inner.config.worker_id,
-                now + inner.config.lease,
-                now,
-                take_all,
-            )
+            .claim_unfinished(&self.config.worker_id, now + self.config.lease, now, which)
             .await?;
-        if !claimed.is_empty() {
-            log::info!("resuming {} unfinished execution(s)", claimed.len());
+        let count = claimed.len();
+        if count > 0 {
+            log::info!("resuming {count} unfinished execution(s)");
         }
         for claimed in claimed {
             let record = claimed.record;
             let next_seq = claimed.last_seq.map_or(0, |s| s + 1);
-            match inner.resume_job(&record, next_seq).await {
+            match self.resume_job(&record, next_seq).await {
                 Ok(job) => {
-                    inner.enqueue(job);
+                    self.enqueue(job);
                 }
                 Err(err) => {
                     log::error!("execution {} cannot be resumed: {err}", record.id);
@@ -648,7 +657,7 @@ impl Engine {
                         error: format!("the execution cannot be resumed: {err}"),
                         node_id: None,
                     };
-                    if let Err(err) = inner
+                    if let Err(err) = self
                         .finish_directly(&record.id, &flow, next_seq, failed)
                         .await
                     {
@@ -657,11 +666,9 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(count)
     }
-}
 
-impl Inner {
     /// The current revision of a live flow, from the cache while it is fresh (see
     /// [`EngineConfig::flow_cache_ttl`]) or read now. [`Error::NotFound`] when the flow does
     /// not exist or was deleted.
@@ -997,6 +1004,15 @@ fn spawn_lease_renewal(inner: Weak<Inner>, stop: CancellationToken) {
                 .await
             {
                 log::warn!("lease renewal failed: {err}");
+            }
+            // Several processes share a PostgreSQL database: take over what a process that
+            // died (or stopped and released it) left, without waiting for a restart.
+            let stopping = lock(&inner.sched).stopping;
+            if inner.store.backend() == Backend::Postgres
+                && !stopping
+                && let Err(err) = inner.adopt(ClaimScope::Abandoned).await
+            {
+                log::warn!("taking over abandoned executions failed: {err}");
             }
         }
     });

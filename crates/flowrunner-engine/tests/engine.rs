@@ -739,3 +739,56 @@ async fn a_waiting_nodes_start_is_stored_while_it_waits(db: &TestDatabase) -> Te
     engine.shutdown().await;
     Ok(())
 }
+
+/// Several processes on one PostgreSQL database: a running engine takes over, without a
+/// restart, executions whose owner's lease expired (that process died) and leaves alone those
+/// of an owner whose lease is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_engine_takes_over_a_dead_processs_executions_on_postgres() -> TestResult {
+    let Some(db) = TestDatabase::postgres()? else {
+        return Ok(());
+    };
+    let s = setup(&db).await?;
+    let f = flow(&s.store, &s.alice, &delay_flow("10ms", None)).await?;
+    let engine = engine(
+        &s.store,
+        flowrunner_engine::EngineConfig {
+            lease: Duration::from_millis(300),
+            ..config()
+        },
+    )
+    .await?;
+    // Rows as other processes left them, written through a writer of their own.
+    let other = s
+        .store
+        .start_writer(flowrunner_store::WriterConfig::default(), |_: Vec<()>| {})?;
+    let orphan = |owner: &str, lease_until| flowrunner_store::NewExecution {
+        flow_id: f.id.clone(),
+        revision_id: f.revision_id.clone(),
+        revision: f.revision,
+        flow_version: f.version.clone(),
+        account_id: s.alice.id.clone(),
+        input: json!({}),
+        idempotency_key: None,
+        owner: Some(owner.to_string()),
+        lease_until: Some(lease_until),
+    };
+    let now = chrono::Utc::now();
+    let (dead, _) = other
+        .create_execution(orphan("worker-dead", now - chrono::Duration::seconds(1)))
+        .await?;
+    let (alive, _) = other
+        .create_execution(orphan("worker-alive", now + chrono::Duration::hours(1)))
+        .await?;
+    let done = finished(&engine, &dead.id, Duration::from_secs(10)).await?;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
+    assert_journal(&history(&engine, &dead.id).await?);
+    let kept = engine.get(&alive.id, Scope::All).await?.ok_or("alive")?;
+    assert_eq!(
+        (kept.status, kept.owner.as_deref()),
+        (ExecutionStatus::Queued, Some("worker-alive"))
+    );
+    engine.shutdown().await;
+    other.close().await?;
+    Ok(())
+}

@@ -135,6 +135,20 @@ pub struct JournalEntry<P> {
     pub payload: P,
 }
 
+/// Which unfinished executions [`JournalWriter::claim_unfinished`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimScope {
+    /// Every one: this process owns the database (SQLite), at start.
+    Everything,
+    /// Those without owner, already the claimer's, or whose lease expired: several processes
+    /// share the database, at start.
+    OwnAndAbandoned,
+    /// Only those without owner or whose other owner's lease expired (that process died or
+    /// stopped without releasing): while running, never the claimer's own, which it is
+    /// running or queueing already.
+    Abandoned,
+}
+
 /// An unfinished execution claimed by [`JournalWriter::claim_unfinished`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedExecution {
@@ -210,7 +224,7 @@ enum Op<P> {
         owner: String,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
-        take_all: bool,
+        which: ClaimScope,
         reply: Reply<Vec<ClaimedExecution>>,
     },
     Flush {
@@ -400,23 +414,21 @@ impl<P: Send + 'static> JournalWriter<P> {
     }
 
     /// Claims unfinished (queued or running) executions for `owner`, oldest first, with their
-    /// last journal `seq`. With `take_all` (one process owns the database, e.g. SQLite) every
-    /// one is taken over; otherwise only those without owner, already owned by `owner`, or
-    /// whose lease expired before `now` (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so
-    /// several processes can claim at once).
+    /// last journal `seq`; `which` says which ones (on PostgreSQL the candidates are locked
+    /// `FOR UPDATE SKIP LOCKED`, so several processes can claim at once).
     pub async fn claim_unfinished(
         &self,
         owner: &str,
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
-        take_all: bool,
+        which: ClaimScope,
     ) -> Result<Vec<ClaimedExecution>> {
         let owner = owner.to_string();
         self.send(|reply| Op::Claim {
             owner,
             lease_until,
             now,
-            take_all,
+            which,
             reply,
         })
         .await?
@@ -777,14 +789,14 @@ fn apply<P>(conn: &mut DbConn, op: &Op<P>) -> Result<Output> {
             owner,
             lease_until,
             now,
-            take_all,
+            which,
             ..
         } => Ok(Output::Claimed(claim(
             conn,
             owner,
             *lease_until,
             *now,
-            *take_all,
+            *which,
         )?)),
         Op::Flush { .. } | Op::Close { .. } => Ok(Output::Unit),
     }
@@ -973,7 +985,7 @@ fn claim(
     owner: &str,
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
-    take_all: bool,
+    which: ClaimScope,
 ) -> Result<Vec<ClaimedExecution>> {
     let unfinished = [
         ExecutionStatus::Queued.as_str(),
@@ -983,18 +995,31 @@ fn claim(
         .filter(executions::status.eq_any(unfinished))
         .order((executions::created_at.asc(), executions::id.asc()))
         .select(executions::id);
-    let ids: Vec<String> = if take_all {
-        candidates.load(conn)?
-    } else {
-        let claimable = candidates.filter(
-            executions::owner
-                .is_null()
-                .or(executions::owner.eq(owner))
-                .or(executions::lease_until.lt(time::to_db(now))),
-        );
-        match conn {
-            DbConn::Sqlite(c) => claimable.load(c)?,
-            DbConn::Postgres(c) => claimable.for_update().skip_locked().load(c)?,
+    let expired = executions::lease_until.lt(time::to_db(now));
+    let ids: Vec<String> = match which {
+        ClaimScope::Everything => candidates.load(conn)?,
+        ClaimScope::OwnAndAbandoned => {
+            let claimable = candidates.filter(
+                executions::owner
+                    .is_null()
+                    .or(executions::owner.eq(owner))
+                    .or(expired),
+            );
+            match conn {
+                DbConn::Sqlite(c) => claimable.load(c)?,
+                DbConn::Postgres(c) => claimable.for_update().skip_locked().load(c)?,
+            }
+        }
+        ClaimScope::Abandoned => {
+            let claimable = candidates.filter(
+                executions::owner
+                    .is_null()
+                    .or(executions::owner.ne(owner).and(expired)),
+            );
+            match conn {
+                DbConn::Sqlite(c) => claimable.load(c)?,
+                DbConn::Postgres(c) => claimable.for_update().skip_locked().load(c)?,
+            }
         }
     };
     let mut out = Vec::with_capacity(ids.len());

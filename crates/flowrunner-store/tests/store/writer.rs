@@ -9,8 +9,8 @@ use chrono::{Duration, SubsecRound, Utc};
 use flowrunner_domain::{AccountId, ExecutionId, ExecutionStatus, LogLevel, Role};
 use flowrunner_store::testing::TestDatabase;
 use flowrunner_store::{
-    Error, EventFilter, ExecutionRecord, FlowRecord, JournalEntry, JournalWriter, NewEvent,
-    NewExecution, Result, RowChange, Scope, Store, WriterConfig,
+    ClaimScope, Error, EventFilter, ExecutionRecord, FlowRecord, JournalEntry, JournalWriter,
+    NewEvent, NewExecution, Result, RowChange, Scope, Store, WriterConfig,
 };
 use serde_json::json;
 
@@ -398,7 +398,7 @@ async fn claims_and_leases(db: &TestDatabase) -> Result<()> {
     // live lease, never a finished execution.
     let until = (now + Duration::seconds(60)).trunc_subsecs(6);
     let claimed = writer
-        .claim_unfinished("worker-b", until, now, false)
+        .claim_unfinished("worker-b", until, now, ClaimScope::OwnAndAbandoned)
         .await?;
     assert_eq!(
         claimed
@@ -432,11 +432,21 @@ async fn claims_and_leases(db: &TestDatabase) -> Result<()> {
     assert_eq!(kept.owner.as_deref(), Some("worker-a"));
     // Every lease is live now: another worker gets nothing unless told to take all.
     let none = writer
-        .claim_unfinished("worker-c", now + Duration::seconds(30), now, false)
+        .claim_unfinished(
+            "worker-c",
+            now + Duration::seconds(30),
+            now,
+            ClaimScope::OwnAndAbandoned,
+        )
         .await?;
     assert!(none.is_empty(), "{none:?}");
     let all = writer
-        .claim_unfinished("worker-d", now + Duration::seconds(30), now, true)
+        .claim_unfinished(
+            "worker-d",
+            now + Duration::seconds(30),
+            now,
+            ClaimScope::Everything,
+        )
         .await?;
     assert_eq!(
         all.iter().map(|c| c.record.id.clone()).collect::<Vec<_>>(),
@@ -450,7 +460,12 @@ async fn claims_and_leases(db: &TestDatabase) -> Result<()> {
     // Expired leases can be claimed by anyone.
     let later = now + Duration::seconds(90);
     let expired = writer
-        .claim_unfinished("worker-e", later + Duration::seconds(30), later, false)
+        .claim_unfinished(
+            "worker-e",
+            later + Duration::seconds(30),
+            later,
+            ClaimScope::OwnAndAbandoned,
+        )
         .await?;
     assert_eq!(expired.len(), 4);
     assert_eq!(
@@ -475,6 +490,36 @@ async fn claims_and_leases(db: &TestDatabase) -> Result<()> {
         (ExecutionStatus::Cancelled, None, None),
         "claims and leases never touch a finished execution"
     );
+    // While running, a process takes over only abandoned work: unowned (released) or another
+    // owner's expired lease, never its own even when its lease ran out.
+    let own_until = later + Duration::seconds(10);
+    let claimed = writer
+        .claim_unfinished("worker-g", own_until, later, ClaimScope::Abandoned)
+        .await?;
+    assert_eq!(claimed.len(), 4, "all four were released: {claimed:?}");
+    let much_later = own_until + Duration::seconds(60);
+    let none = writer
+        .claim_unfinished("worker-g", much_later, much_later, ClaimScope::Abandoned)
+        .await?;
+    assert!(none.is_empty(), "its own expired leases: {none:?}");
+    let taken = writer
+        .claim_unfinished(
+            "worker-h",
+            much_later + Duration::seconds(30),
+            much_later,
+            ClaimScope::Abandoned,
+        )
+        .await?;
+    assert_eq!(taken.len(), 4, "another owner's expired leases: {taken:?}");
+    assert!(
+        taken
+            .iter()
+            .all(|c| c.record.owner.as_deref() == Some("worker-h"))
+    );
+    let none = writer
+        .claim_unfinished("worker-i", much_later, much_later, ClaimScope::Abandoned)
+        .await?;
+    assert!(none.is_empty(), "live leases stay: {none:?}");
     writer.close().await?;
     assert!(matches!(writer.flush().await, Err(Error::WriterClosed)));
     Ok(())
