@@ -412,8 +412,11 @@ fn hanging_server() -> TestResult<String> {
     Ok(format!("http://{addr}"))
 }
 
-async fn cancel_interrupts_a_hanging_http_call(db: &TestDatabase) -> TestResult {
-    let s = setup(db).await?;
+/// Starts a run of a one-node flow calling a server that never answers, and returns once the
+/// node's start is stored (the call is then in flight).
+async fn run_hanging_http_call(
+    s: &common::Setup,
+) -> TestResult<(flowrunner_engine::Engine, flowrunner_engine::ExecutionId)> {
     let base = hanging_server()?;
     let definition = format!(
         "metadata: {{ name: hang }}\nnodes:\n  call:\n    type: http.request\n    params: {{ url: \"{base}/slow\" }}\n    timeout: 60s\n"
@@ -429,6 +432,12 @@ async fn cancel_interrupts_a_hanging_http_call(db: &TestDatabase) -> TestResult 
         events.iter().any(|e| e.kind == "node_started")
     })
     .await?;
+    Ok((engine, id))
+}
+
+async fn cancel_interrupts_a_hanging_http_call(db: &TestDatabase) -> TestResult {
+    let s = setup(db).await?;
+    let (engine, id) = run_hanging_http_call(&s).await?;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = Instant::now();
     let record = engine.cancel(&id, Scope::Owner(s.alice.id.clone())).await?;
@@ -716,21 +725,7 @@ async fn a_cancel_during_a_node_checkpoint_is_not_lost(db: &TestDatabase) -> Tes
 /// (the journal does not wait for the start's commit, but it must not hold it back either).
 async fn a_waiting_nodes_start_is_stored_while_it_waits(db: &TestDatabase) -> TestResult {
     let s = setup(db).await?;
-    let base = hanging_server()?;
-    let definition = format!(
-        "metadata: {{ name: hang }}\nnodes:\n  call:\n    type: http.request\n    params: {{ url: \"{base}/slow\" }}\n    timeout: 60s\n"
-    );
-    let f = flow(&s.store, &s.alice, &definition).await?;
-    let engine = engine(&s.store, config()).await?;
-    let id = engine
-        .submit(request(&f, &s.alice, json!({})))
-        .await?
-        .execution
-        .id;
-    until_events(&s.store, &id, Duration::from_secs(10), |events| {
-        events.iter().any(|e| e.kind == "node_started")
-    })
-    .await?;
+    let (engine, id) = run_hanging_http_call(&s).await?;
     let watch = engine.watch(&id, Scope::All).await?.ok_or("not found")?;
     let kinds: Vec<&str> = watch.history.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["started", "node_started"], "{kinds:?}");

@@ -258,6 +258,16 @@ fn repoint_key(
     Ok(())
 }
 
+/// The execution, if it exists and is visible in `scope` (its account's, or every one).
+fn load_visible(
+    conn: &mut DbConn,
+    id: &ExecutionId,
+    scope: &Scope,
+) -> Result<Option<ExecutionRecord>> {
+    let record = load(conn, id.as_str())?;
+    Ok(record.filter(|r| scope.owner().is_none_or(|owner| *owner == r.account_id)))
+}
+
 pub(crate) fn load(conn: &mut DbConn, id: &str) -> Result<Option<ExecutionRecord>> {
     // `load` rather than `first`: see `conn::unique_row`.
     executions::table
@@ -272,28 +282,19 @@ pub(crate) fn load(conn: &mut DbConn, id: &str) -> Result<Option<ExecutionRecord
 impl BlockingStore {
     /// The execution, if it exists and is visible in `scope` (its starting account).
     pub fn get_execution(&self, id: &ExecutionId, scope: Scope) -> Result<Option<ExecutionRecord>> {
-        let record = load(&mut *self.conn()?, id.as_str())?;
-        Ok(record.filter(|r| scope.owner().is_none_or(|owner| *owner == r.account_id)))
+        load_visible(&mut *self.conn()?, id, &scope)
     }
 
     /// The whole journal of an execution visible in `scope`, in `seq` order (what a live
-    /// watcher replays first); `Ok(None)` when it does not exist or is not visible. One
-    /// connection and statements that stay in the prepared-statement cache.
+    /// watcher replays first); `Ok(None)` when it does not exist or is not visible. Both reads
+    /// on one pooled connection.
     pub fn execution_journal(
         &self,
         id: &ExecutionId,
         scope: Scope,
     ) -> Result<Option<Vec<ExecutionEvent>>> {
         let mut conn = self.conn()?;
-        let Some(account) = executions::table
-            .filter(executions::id.eq(id.as_str()))
-            .select(executions::account_id)
-            .load::<String>(&mut *conn)?
-            .pop()
-        else {
-            return Ok(None);
-        };
-        if scope.owner().is_some_and(|owner| owner.as_str() != account) {
+        if load_visible(&mut conn, id, &scope)?.is_none() {
             return Ok(None);
         }
         let rows = execution_events::table

@@ -996,31 +996,32 @@ fn claim(
         .order((executions::created_at.asc(), executions::id.asc()))
         .select(executions::id);
     let expired = executions::lease_until.lt(time::to_db(now));
+    // Several processes may claim at once: on PostgreSQL, skip rows another one has locked.
+    macro_rules! load_unlocked {
+        ($query:expr) => {
+            match conn {
+                DbConn::Sqlite(c) => $query.load(c)?,
+                DbConn::Postgres(c) => $query.for_update().skip_locked().load(c)?,
+            }
+        };
+    }
     let ids: Vec<String> = match which {
         ClaimScope::Everything => candidates.load(conn)?,
-        ClaimScope::OwnAndAbandoned => {
-            let claimable = candidates.filter(
+        ClaimScope::OwnAndAbandoned => load_unlocked!(
+            candidates.filter(
                 executions::owner
                     .is_null()
                     .or(executions::owner.eq(owner))
                     .or(expired),
-            );
-            match conn {
-                DbConn::Sqlite(c) => claimable.load(c)?,
-                DbConn::Postgres(c) => claimable.for_update().skip_locked().load(c)?,
-            }
-        }
-        ClaimScope::Abandoned => {
-            let claimable = candidates.filter(
+            )
+        ),
+        ClaimScope::Abandoned => load_unlocked!(
+            candidates.filter(
                 executions::owner
                     .is_null()
                     .or(executions::owner.ne(owner).and(expired)),
-            );
-            match conn {
-                DbConn::Sqlite(c) => claimable.load(c)?,
-                DbConn::Postgres(c) => claimable.for_update().skip_locked().load(c)?,
-            }
-        }
+            )
+        ),
     };
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {

@@ -394,7 +394,7 @@ async fn claims_and_leases(db: &TestDatabase) -> Result<()> {
     };
     writer.append(end).await?.wait().await?;
 
-    // Without `take_all`: the unowned, worker-b's own and the expired ones, not worker-a's
+    // `OwnAndAbandoned`: the unowned, worker-b's own and the expired ones, not worker-a's
     // live lease, never a finished execution.
     let until = (now + Duration::seconds(60)).trunc_subsecs(6);
     let claimed = writer
