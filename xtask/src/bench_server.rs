@@ -30,8 +30,10 @@ Options:
   --samples N       sequential executions of each chain in (2) [200]
   --sleepers N      executions waiting in a delay in (3) [10000]
   --sleep SECONDS   length of that delay [20]
-  --wait ws|poll    how a client waits for completion: the execution's WebSocket (default) or
-                    polling GET /executions/{id}
+  --wait run|ws|poll  how a client waits for completion: `run` (default) asks the run request
+                    itself to answer once the execution has ended (POST /flows/{id}/run?wait=120);
+                    `ws` starts it, then follows its WebSocket until the terminal message;
+                    `poll` starts it, then polls GET /executions/{id}
   --access-log      keep the server's per-request access log (off by default)
   --only LIST       comma-separated subset of: throughput,overhead,memory
   --bin PATH        benchmark this `flowrunner` executable instead of building one
@@ -45,9 +47,18 @@ const GOAL_RSS_MIB: f64 = 256.0;
 const ADMIN_EMAIL: &str = "bench@example.com";
 const ADMIN_PASSWORD: &str = "bench-password-not-secret";
 
+/// An execution a client ran to its end.
+struct Execution {
+    id: String,
+    /// When the client learnt that it had ended.
+    seen: Instant,
+}
+
 /// How a client waits for an execution to finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WaitMode {
+    /// `POST /flows/{id}/run?wait=…`: the run request itself answers once the execution ended.
+    Run,
     /// Open `/ws/executions/{id}` and read until the terminal message (pushed by the server).
     WebSocket,
     /// `GET /executions/{id}` with a short, growing pause between attempts.
@@ -77,7 +88,7 @@ impl Default for Options {
             samples: 200,
             sleepers: 10_000,
             sleep: Duration::from_secs(20),
-            wait: WaitMode::WebSocket,
+            wait: WaitMode::Run,
             access_log: false,
             bin: None,
             throughput: true,
@@ -107,9 +118,10 @@ fn parse_options(args: &[String]) -> Result<Options> {
             "--sleep" => opts.sleep = Duration::from_secs(number(arg, args.next())? as u64),
             "--wait" => {
                 opts.wait = match args.next().map(String::as_str) {
+                    Some("run") => WaitMode::Run,
                     Some("ws") => WaitMode::WebSocket,
                     Some("poll") => WaitMode::Poll,
-                    other => bail!("--wait expects `ws` or `poll`, got {other:?}"),
+                    other => bail!("--wait expects `run`, `ws` or `poll`, got {other:?}"),
                 }
             }
             "--access-log" => opts.access_log = true,
@@ -361,7 +373,11 @@ struct Api {
 }
 
 fn new_agent() -> ureq::Agent {
+    // Requests and answers are small: ureq's default 128 KiB buffers only cost copying on the
+    // cores the client shares with the server.
     ureq::Agent::config_builder()
+        .input_buffer_size(16 * 1024)
+        .output_buffer_size(16 * 1024)
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
@@ -458,13 +474,39 @@ impl Api {
             .context("run answer without `execution_id`")
     }
 
-    /// Waits until the execution is terminal; returns its final status and when the client
-    /// learnt it.
-    fn wait(&self, execution_id: &str, mode: WaitMode) -> Result<(String, Instant)> {
-        match mode {
-            WaitMode::WebSocket => self.wait_ws(execution_id),
-            WaitMode::Poll => self.wait_poll(execution_id),
-        }
+    /// Runs the flow and waits until the execution is terminal; returns its id, final status
+    /// and when the client learnt it.
+    fn execute(&self, flow_id: &str, input: Value, mode: WaitMode) -> Result<Execution> {
+        let (id, (status, seen)) = match mode {
+            WaitMode::Run => {
+                let body = self.call(
+                    "POST",
+                    &format!("/flows/{flow_id}/run?wait=120"),
+                    Some(&json!({ "input": input })),
+                    200,
+                )?;
+                let seen = Instant::now();
+                let id = body["execution_id"]
+                    .as_str()
+                    .context("run answer without `execution_id`")?;
+                let status = body["status"]
+                    .as_str()
+                    .context("run answer without `status`")?;
+                (id.to_string(), (status.to_string(), seen))
+            }
+            WaitMode::WebSocket => {
+                let id = self.start(flow_id, input)?;
+                let end = self.wait_ws(&id)?;
+                (id, end)
+            }
+            WaitMode::Poll => {
+                let id = self.start(flow_id, input)?;
+                let end = self.wait_poll(&id)?;
+                (id, end)
+            }
+        };
+        ensure!(status == "completed", "execution {id} ended {status}");
+        Ok(Execution { id, seen })
     }
 
     fn wait_ws(&self, execution_id: &str) -> Result<(String, Instant)> {
@@ -756,13 +798,8 @@ fn concurrent_runs(
                             return Ok(latencies);
                         }
                         let started = Instant::now();
-                        let outcome = api.start(flow, json!({ "n": i })).and_then(|id| {
-                            let (status, seen) = api.wait(&id, wait)?;
-                            ensure!(status == "completed", "execution {id} ended {status}");
-                            Ok(seen)
-                        });
-                        match outcome {
-                            Ok(seen) => latencies.push(seen - started),
+                        match api.execute(flow, json!({ "n": i }), wait) {
+                            Ok(done) => latencies.push(done.seen - started),
                             Err(e) => {
                                 failed.store(true, Ordering::Relaxed);
                                 return Err(e);
@@ -806,11 +843,9 @@ fn overhead(
             (chain40, &mut client40, &mut ids40),
         ] {
             let started = Instant::now();
-            let id = api.start(flow, json!({}))?;
-            let (status, seen) = api.wait(&id, opts.wait)?;
-            ensure!(status == "completed", "execution {id} ended {status}");
-            times.push(seen - started);
-            ids.push(id);
+            let done = api.execute(flow, json!({}), opts.wait)?;
+            times.push(done.seen - started);
+            ids.push(done.id);
         }
     }
     let server_cpu = server.cpu_time()?.saturating_sub(cpu_before);
@@ -951,6 +986,7 @@ impl Report {
             .map(|n| n.get())
             .unwrap_or(1);
         let wait = match opts.wait {
+            WaitMode::Run => "the run request (`?wait=120`)",
             WaitMode::WebSocket => "WebSocket",
             WaitMode::Poll => "polling GET /executions/{id}",
         };

@@ -333,6 +333,26 @@ impl From<&ExecutionRecord> for RunFlowResponse {
     }
 }
 
+/// `POST /flows/{id}/run?wait=…` answer: the run answer's `execution_id` beside every field
+/// of `GET /executions/{id}` (200 once finished, 202 while still queued or running).
+#[derive(Debug, Serialize)]
+pub struct RunWaitResponse {
+    /// `exec-…` (also in `id`).
+    pub execution_id: String,
+    /// The execution as it is when the answer is sent.
+    #[serde(flatten)]
+    pub execution: ExecutionDetail,
+}
+
+impl From<ExecutionRecord> for RunWaitResponse {
+    fn from(e: ExecutionRecord) -> Self {
+        Self {
+            execution_id: e.id.to_string(),
+            execution: ExecutionDetail::from(e),
+        }
+    }
+}
+
 /// Milliseconds from start (or acceptance, when it never started) to the end; `None` until
 /// the execution has finished.
 fn duration_ms(e: &ExecutionRecord) -> Option<i64> {

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use flowrunner_domain::{AccountId, ExecutionId, ExecutionStatus, FlowId, LogLevel, RevisionId};
 use flowrunner_dsl::Flow;
 use flowrunner_runtime::{
@@ -16,7 +17,7 @@ use flowrunner_store::{
     Backend, ClaimScope, EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord,
     JournalEntry, JournalWriter, NewExecution, Scope, Store, WriterConfig, WriterStats,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EngineConfig;
@@ -191,8 +192,70 @@ impl Sched {
 
 /// One live subscriber of an execution.
 struct Subscriber {
-    tx: mpsc::Sender<StoredEvent>,
+    sink: Sink,
     state: Arc<SubscriberState>,
+}
+
+/// A subscription to the end of one execution (see [`Hub::subscribe_end`]).
+type EndSubscription = (oneshot::Receiver<Ended>, Arc<SubscriberState>);
+
+/// The end of an execution as seen by an end subscriber.
+struct Ended {
+    /// When it started, if the subscriber saw its `started` event.
+    started_at: Option<DateTime<Utc>>,
+    /// The terminal event.
+    terminal: StoredEvent,
+}
+
+impl Ended {
+    /// Brings `record` (as created) to its stored final state, as the terminal entry's row
+    /// change wrote it; `false` when that cannot be known here (the start was not seen), and
+    /// the row must be read instead. The snapshot is not carried over (it is left `None`).
+    fn apply(&self, record: &mut ExecutionRecord) -> bool {
+        let Some(started_at) = self.started_at.or(record.started_at) else {
+            return false;
+        };
+        let terminal = &self.terminal;
+        let status = match terminal.kind.as_str() {
+            "completed" => ExecutionStatus::Completed,
+            "failed" => ExecutionStatus::Failed,
+            "cancelled" => ExecutionStatus::Cancelled,
+            _ => return false,
+        };
+        let text = |field: &str| {
+            terminal
+                .data
+                .get(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        record.status = status;
+        record.result = match status {
+            ExecutionStatus::Completed => terminal.data.get("result").cloned(),
+            _ => None,
+        };
+        (record.error, record.error_node) = match status {
+            ExecutionStatus::Failed => (text("error"), text("node_id")),
+            _ => (None, None),
+        };
+        record.snapshot = None;
+        record.owner = None;
+        record.lease_until = None;
+        record.started_at = Some(started_at);
+        record.completed_at = Some(terminal.timestamp);
+        true
+    }
+}
+
+/// What a subscriber receives.
+enum Sink {
+    /// Every event (a WebSocket).
+    Stream(mpsc::Sender<StoredEvent>),
+    /// Only the end (a caller waiting for it); the sender is taken when used.
+    End {
+        tx: Option<oneshot::Sender<Ended>>,
+        started_at: Option<DateTime<Utc>>,
+    },
 }
 
 /// Live subscribers by execution; fed by the writer's `on_commit`, so only with durable events.
@@ -212,13 +275,30 @@ impl Hub {
             let Some(list) = subscribers.get_mut(&event.execution_id) else {
                 continue;
             };
-            list.retain(|sub| match sub.tx.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    sub.state.lagged.store(true, Ordering::Release);
+            list.retain_mut(|sub| match &mut sub.sink {
+                Sink::Stream(tx) => match tx.try_send(event.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        sub.state.lagged.store(true, Ordering::Release);
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                },
+                Sink::End { tx, started_at } if terminal => {
+                    if let Some(tx) = tx.take() {
+                        let _gone = tx.send(Ended {
+                            started_at: *started_at,
+                            terminal: event.clone(),
+                        });
+                    }
                     false
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Sink::End { tx, started_at } => {
+                    if event.kind == "started" {
+                        started_at.get_or_insert(event.timestamp);
+                    }
+                    tx.as_ref().is_some_and(|tx| !tx.is_closed())
+                }
             });
             if terminal || list.is_empty() {
                 subscribers.remove(&event.execution_id);
@@ -232,15 +312,29 @@ impl Hub {
         buffer: usize,
     ) -> (mpsc::Receiver<StoredEvent>, Arc<SubscriberState>) {
         let (tx, rx) = mpsc::channel(buffer.max(1));
+        (rx, self.add(id, Sink::Stream(tx)))
+    }
+
+    /// Subscribes to the terminal event only.
+    fn subscribe_end(&self, id: &ExecutionId) -> EndSubscription {
+        let (tx, rx) = oneshot::channel();
+        let sink = Sink::End {
+            tx: Some(tx),
+            started_at: None,
+        };
+        (rx, self.add(id, sink))
+    }
+
+    fn add(&self, id: &ExecutionId, sink: Sink) -> Arc<SubscriberState> {
         let state = Arc::new(SubscriberState::default());
         lock(&self.subscribers)
             .entry(id.clone())
             .or_default()
             .push(Subscriber {
-                tx,
+                sink,
                 state: Arc::clone(&state),
             });
-        (rx, state)
+        state
     }
 
     /// Drops the subscriber whose state is `state` (its stream ends).
@@ -285,7 +379,7 @@ struct Inner {
 /// How many times [`Engine::cancel`] looks again for an execution in transit.
 const CANCEL_TRANSIT_ATTEMPTS: u32 = 200;
 /// Pause between those looks (at most ~1 s in all).
-const CANCEL_TRANSIT_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+const CANCEL_TRANSIT_PAUSE: Duration = Duration::from_millis(5);
 
 /// The durable execution engine. Cheap to clone (shared state).
 #[derive(Clone)]
@@ -356,6 +450,60 @@ impl Engine {
     /// deleted, or is not visible in `req.scope`); [`Error::InvalidInput`] with one entry per
     /// field; [`Error::ShuttingDown`] after [`shutdown`](Self::shutdown).
     pub async fn submit(&self, req: RunRequest) -> Result<Submitted> {
+        Ok(self.submit_inner(req, false).await?.0)
+    }
+
+    /// [`submit`](Self::submit), then waits up to `wait` for the execution to end (a run found
+    /// by idempotency key included). Returns the execution as it is then: terminal when it
+    /// ended in time, else still `queued` or `running`.
+    pub async fn submit_and_wait(&self, req: RunRequest, wait: Duration) -> Result<Submitted> {
+        let inner = &self.inner;
+        let scope = req.scope.clone();
+        let (mut submitted, end) = self.submit_inner(req, true).await?;
+        let id = submitted.execution.id.clone();
+        if submitted.execution.status.is_terminal() {
+            return Ok(submitted);
+        }
+        let (end, state) = match end {
+            Some(end) => end,
+            None => {
+                // Found by key: it may be running anywhere. Subscribe, then look again.
+                let end = inner.hub.subscribe_end(&id);
+                match inner.store.get_execution(&id, scope.clone()).await {
+                    Ok(Some(record)) if record.status.is_terminal() => {
+                        inner.hub.unsubscribe(&id, &end.1);
+                        submitted.execution = record;
+                        return Ok(submitted);
+                    }
+                    Ok(_) => end,
+                    Err(err) => {
+                        inner.hub.unsubscribe(&id, &end.1);
+                        return Err(err.into());
+                    }
+                }
+            }
+        };
+        // The terminal event usually tells the final state; the engine stopping or the time
+        // running out (an execution run by another process never reaches this hub) leave the
+        // stored row as the answer.
+        match tokio::time::timeout(wait, end).await {
+            Ok(Ok(ended)) if ended.apply(&mut submitted.execution) => return Ok(submitted),
+            Ok(_) => {}
+            Err(_elapsed) => inner.hub.unsubscribe(&id, &state),
+        }
+        if let Some(record) = inner.store.get_execution(&id, Scope::All).await? {
+            submitted.execution = record;
+        }
+        Ok(submitted)
+    }
+
+    /// Creates and schedules; with `follow`, a new execution gets an end subscription before
+    /// it can start (so its end cannot be missed).
+    async fn submit_inner(
+        &self,
+        req: RunRequest,
+        follow: bool,
+    ) -> Result<(Submitted, Option<EndSubscription>)> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
@@ -392,7 +540,11 @@ impl Engine {
             other => other?,
         };
         let (mut record, created) = created;
+        let mut end = None;
         if created {
+            if follow {
+                end = Some(inner.hub.subscribe_end(&record.id));
+            }
             let started = inner.enqueue(Job {
                 id: record.id.clone(),
                 flow_id: record.flow_id.clone(),
@@ -409,10 +561,13 @@ impl Engine {
                 record.status = ExecutionStatus::Running;
             }
         }
-        Ok(Submitted {
-            execution: record,
-            created,
-        })
+        Ok((
+            Submitted {
+                execution: record,
+                created,
+            },
+            end,
+        ))
     }
 
     /// Cancels an execution. A queued one is cancelled at once; a running one is interrupted
@@ -823,7 +978,7 @@ impl Inner {
     /// After a journal failure: resume from the stored state, or give up and fail it.
     async fn retry(self: &Arc<Self>, job: Job, reason: String) {
         log::warn!("execution {} interrupted: {reason}", job.id);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if self.closed.load(Ordering::Acquire) {
             return;
         }
@@ -986,7 +1141,7 @@ fn spawn_lease_renewal(inner: Weak<Inner>, stop: CancellationToken) {
     tokio::spawn(async move {
         let period = {
             let Some(inner) = inner.upgrade() else { return };
-            (inner.config.lease / 3).max(std::time::Duration::from_millis(10))
+            (inner.config.lease / 3).max(Duration::from_millis(10))
         };
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

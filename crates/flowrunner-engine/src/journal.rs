@@ -138,8 +138,9 @@ pub(crate) fn row_change(event: &Event, owner: &str, lease: Duration) -> RowChan
 
 /// Journals one execution's events through the shared writer.
 ///
-/// Events with a snapshot (`node_completed`, `node_checkpoint`, a failure that takes an `error`
-/// edge; not `started`) and terminal events wait for their commit; the others are queued in order
+/// Events with a snapshot a next node starts from (`node_completed` unless it is the last node,
+/// `node_checkpoint`, a failure that takes an `error` edge; not `started`) and terminal events
+/// wait for their commit; the others are queued in order
 /// without waiting (the single ordered writer commits them in the same or an earlier
 /// transaction than the next awaited one). A queued write that failed is reported at the next
 /// awaited one, which stops the execution (the runtime reports it as interrupted).
@@ -197,14 +198,21 @@ impl StoreJournal {
         }
         let (row, stored) = convert(event, &self.flow)
             .map_err(|e| JournalError::new(format!("cannot encode event: {e}")))?;
+        // Awaited: the terminal event, and every snapshot a next node starts from. Not
+        // `started`: until the first node completes (an awaited write queued behind it), a
+        // crash re-runs the execution from the start with or without it. Not the completion of
+        // the last node: no node starts after it, and the terminal entry queued behind it is
+        // awaited (a crash before that commit runs the last node again, as any in-flight node).
+        let wait = event.kind.is_terminal()
+            || snapshot.is_some_and(|snapshot| match event.kind {
+                EventKind::Started { .. } => false,
+                EventKind::NodeCompleted { .. } => snapshot.next_node.is_some(),
+                _ => true,
+            });
         let snapshot = snapshot
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| JournalError::new(format!("cannot encode snapshot: {e}")))?;
-        // `started` needs no wait: until the first node completes (an awaited write queued
-        // behind it), a crash re-runs the execution from the start with or without it.
-        let wait = (snapshot.is_some() && !matches!(event.kind, EventKind::Started { .. }))
-            || event.kind.is_terminal();
         let entry = JournalEntry {
             event: row,
             snapshot,

@@ -31,6 +31,7 @@ flowrunner_store::backend_tests!(
     flow_changes_reach_submit_at_once_here_and_within_the_ttl_elsewhere,
     a_cancel_during_a_node_checkpoint_is_not_lost,
     a_waiting_nodes_start_is_stored_while_it_waits,
+    submit_and_wait_answers_with_the_end,
 );
 
 const THREE: &str = r#"
@@ -785,5 +786,64 @@ async fn a_running_engine_takes_over_a_dead_processs_executions_on_postgres() ->
     );
     engine.shutdown().await;
     other.close().await?;
+    Ok(())
+}
+
+async fn submit_and_wait_answers_with_the_end(db: &TestDatabase) -> TestResult {
+    let s = setup(db).await?;
+    let three = flow(&s.store, &s.alice, THREE).await?;
+    let slow = flow(&s.store, &s.alice, &delay_flow("10m", None)).await?;
+    let engine = engine(&s.store, config()).await?;
+    let wait = Duration::from_secs(30);
+
+    // Ended in time: the answer is the stored row (the snapshot aside, not carried over).
+    let done = engine
+        .submit_and_wait(request(&three, &s.alice, json!({"name": "Ada"})), wait)
+        .await?;
+    assert!(done.created);
+    let mut stored = engine
+        .get(&done.execution.id, Scope::All)
+        .await?
+        .ok_or("stored execution")?;
+    assert!(stored.snapshot.is_some());
+    stored.snapshot = None;
+    assert_eq!(done.execution, stored);
+    assert_eq!(done.execution.status, ExecutionStatus::Completed);
+    assert_eq!(
+        done.execution.result,
+        Some(json!({"greeting": "Hello Ada"}))
+    );
+
+    // A key found again: the first execution, already finished.
+    let mut keyed = request(&three, &s.alice, json!({"name": "Bo"}));
+    keyed.idempotency_key = Some("wait-key".into());
+    let first = engine.submit_and_wait(keyed.clone(), wait).await?;
+    let again = engine.submit_and_wait(keyed, wait).await?;
+    assert!(first.created && !again.created);
+    assert_eq!(again.execution.id, first.execution.id);
+    assert_eq!(again.execution.status, ExecutionStatus::Completed);
+
+    // Not ended in time: the execution as it is, still running; a key found while it runs
+    // waits for the same end, which a cancel brings.
+    let mut keyed = request(&slow, &s.alice, json!({}));
+    keyed.idempotency_key = Some("slow-key".into());
+    let started = Instant::now();
+    let running = engine
+        .submit_and_wait(keyed.clone(), Duration::from_millis(200))
+        .await?;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(running.execution.status, ExecutionStatus::Running);
+    assert_eq!(running.execution.completed_at, None);
+    let waiter = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.submit_and_wait(keyed, Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    engine.cancel(&running.execution.id, Scope::All).await?;
+    let ended = waiter.await??;
+    assert!(!ended.created);
+    assert_eq!(ended.execution.id, running.execution.id);
+    assert_eq!(ended.execution.status, ExecutionStatus::Cancelled);
+    engine.shutdown().await;
     Ok(())
 }

@@ -19,6 +19,8 @@ use crate::time;
 
 /// Statuses after which an execution never changes again.
 pub(crate) const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
+/// The statuses of executions not yet finished (a range of `executions_status_idx`).
+pub(crate) const UNFINISHED: [&str; 2] = ["queued", "running"];
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = executions)]

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Target;
 use crate::conn::{self, DbConn, on_backend};
 use crate::error::{Error, Result};
-use crate::executions::{ExecutionRow, TERMINAL, create_in, to_json};
+use crate::executions::{ExecutionRow, TERMINAL, UNFINISHED, create_in, to_json};
 use crate::models::{ExecutionRecord, NewExecution};
 use crate::schema::{execution_events, executions};
 use crate::store::Store;
@@ -765,8 +765,8 @@ fn apply<P>(conn: &mut DbConn, op: &Op<P>) -> Result<Output> {
         } => {
             let n = diesel::update(
                 executions::table
-                    .filter(executions::owner.eq(owner))
-                    .filter(executions::status.ne_all(TERMINAL)),
+                    .filter(executions::status.eq_any(UNFINISHED))
+                    .filter(executions::owner.eq(owner)),
             )
             .set(executions::lease_until.eq(time::to_db(*lease_until)))
             .execute(conn)?;
@@ -775,8 +775,8 @@ fn apply<P>(conn: &mut DbConn, op: &Op<P>) -> Result<Output> {
         Op::Release { owner, .. } => {
             let n = diesel::update(
                 executions::table
-                    .filter(executions::owner.eq(owner))
-                    .filter(executions::status.ne_all(TERMINAL)),
+                    .filter(executions::status.eq_any(UNFINISHED))
+                    .filter(executions::owner.eq(owner)),
             )
             .set((
                 executions::owner.eq(None::<String>),
@@ -987,12 +987,8 @@ fn claim(
     now: DateTime<Utc>,
     which: ClaimScope,
 ) -> Result<Vec<ClaimedExecution>> {
-    let unfinished = [
-        ExecutionStatus::Queued.as_str(),
-        ExecutionStatus::Running.as_str(),
-    ];
     let candidates = executions::table
-        .filter(executions::status.eq_any(unfinished))
+        .filter(executions::status.eq_any(UNFINISHED))
         .order((executions::created_at.asc(), executions::id.asc()))
         .select(executions::id);
     let expired = executions::lease_until.lt(time::to_db(now));

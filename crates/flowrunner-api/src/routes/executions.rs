@@ -1,6 +1,8 @@
 //! Executions: running a flow (with idempotency keys), reading, listing, cancelling, and the
 //! execution log.
 
+use std::time::Duration;
+
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use flowrunner_domain::{ExecutionId, ExecutionStatus, FlowId, LogLevel};
@@ -12,7 +14,7 @@ use crate::routes::flows::scope_of;
 use crate::state::AppState;
 use crate::wire::{
     ExecutionDetail, ExecutionList, ExecutionSummary, LogEntry, LogList, MessageResponse,
-    RunFlowRequest, RunFlowResponse,
+    RunFlowRequest, RunFlowResponse, RunWaitResponse,
 };
 
 /// The request header that makes `POST /flows/{id}/run` safe to retry.
@@ -49,8 +51,45 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
+/// Longest `wait` of `POST /flows/{id}/run?wait=…`.
+pub const MAX_RUN_WAIT: Duration = Duration::from_secs(300);
+/// The `wait` of `?wait=true`.
+pub const DEFAULT_RUN_WAIT: Duration = Duration::from_secs(60);
+
+/// The optional `wait` query parameter of a run: `true` ([`DEFAULT_RUN_WAIT`]) or a number of
+/// seconds above 0 and up to [`MAX_RUN_WAIT`] (fractions allowed); `false` or absent: no wait.
+fn run_wait(req: &HttpRequest) -> Result<Option<Duration>> {
+    if req.query_string().is_empty() {
+        return Ok(None);
+    }
+    let params = query_params(req)?;
+    let Some(text) = params.get("wait").map(|t| t.trim()) else {
+        return Ok(None);
+    };
+    match text {
+        "true" => return Ok(Some(DEFAULT_RUN_WAIT)),
+        "false" => return Ok(None),
+        _ => {}
+    }
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= MAX_RUN_WAIT.as_secs_f64() => {
+            Ok(Some(Duration::from_secs_f64(secs)))
+        }
+        _ => Err(Error::field(
+            "wait",
+            format!(
+                "must be true, false, or a number of seconds above 0 and up to {}",
+                MAX_RUN_WAIT.as_secs()
+            ),
+        )),
+    }
+}
+
 /// `POST /flows/{id}/run`: checks the input against the flow's `inputs` and queues an
 /// execution of the flow's current revision. 202 with the execution's id and status.
+///
+/// With `?wait=…` the answer waits for the execution to end (at most that long) and carries
+/// the whole execution ([`RunWaitResponse`]): 200 once it has ended, 202 while it still runs.
 pub async fn run(
     state: web::Data<AppState>,
     caller: Caller,
@@ -66,20 +105,27 @@ pub async fn run(
         Some(_) => return Err(Error::field("input", "must be a JSON object")),
     };
     let idempotency_key = idempotency_key(&req)?;
-    let submitted = state
-        .engine()
-        .submit(RunRequest {
-            flow_id,
-            scope: scope_of(&caller),
-            input,
-            idempotency_key,
-        })
-        .await
-        .map_err(|e| Error::from_engine(e, "Flow"))?;
+    let wait = run_wait(&req)?;
+    let request = RunRequest {
+        flow_id,
+        scope: scope_of(&caller),
+        input,
+        idempotency_key,
+    };
+    let engine = state.engine();
+    let submitted = match wait {
+        None => engine.submit(request).await,
+        Some(wait) => engine.submit_and_wait(request, wait).await,
+    }
+    .map_err(|e| Error::from_engine(e, "Flow"))?;
     let execution = &submitted.execution;
-    let mut response = HttpResponse::Accepted();
+    let mut response = if wait.is_some() && execution.status.is_terminal() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Accepted()
+    };
     if submitted.created {
-        log::info!(
+        log::debug!(
             "account {} started execution {} of flow {}",
             caller.account_id,
             execution.id,
@@ -90,6 +136,9 @@ pub async fn run(
             HeaderName::from_static(IDEMPOTENCY_REPLAYED),
             HeaderValue::from_static("true"),
         ));
+    }
+    if wait.is_some() {
+        return Ok(response.json(RunWaitResponse::from(submitted.execution)));
     }
     Ok(response.json(RunFlowResponse::from(execution)))
 }

@@ -129,6 +129,128 @@ fn run_read_list_logs_cancel() {
     lifecycle(&app);
 }
 
+/// `POST /flows/{id}/run?wait=…` (also run on PostgreSQL): the answer waits for the end and
+/// carries the whole execution, exactly as `GET /executions/{id}` then shows it.
+pub fn run_and_wait(app: &TestApp) {
+    let token = app.user.token.clone();
+    let greeter = app.create_flow_from(&token, LOG_FLOW);
+    let failing = app.create_flow_from(&token, FAIL_FLOW);
+    let slow = app.create_flow_from(&token, &delay_flow("10m", "slow", None));
+
+    // Finished within the wait: 200, the run answer's id beside every field of the detail.
+    for (flow, wait, input, status) in [
+        (&greeter, "30", json!({"name": "ada"}), "completed"),
+        (&greeter, "0.5e2", json!({"name": "bob"}), "completed"),
+        (&failing, "true", json!({}), "failed"),
+    ] {
+        let r = app.post(
+            &format!("/api/v1/flows/{flow}/run?wait={wait}"),
+            Some(&token),
+            json!({ "input": input }),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["status"], status, "{r:?}");
+        let id = r.body["execution_id"].as_str().expect("execution_id");
+        let stored = app.get(&format!("/api/v1/executions/{id}"), Some(&token));
+        assert_eq!(stored.status, 200, "{stored:?}");
+        let mut answered = r.body.clone();
+        answered
+            .as_object_mut()
+            .expect("object")
+            .remove("execution_id");
+        assert_eq!(answered, stored.body, "the answer is the stored execution");
+    }
+    let done = app.post(
+        &format!("/api/v1/flows/{greeter}/run?wait=30"),
+        Some(&token),
+        json!({"input": {"name": "cy"}}),
+    );
+    assert_eq!(done.body["result"]["greeted"], "cy", "{done:?}");
+    assert!(done.body["duration"].as_i64().is_some(), "{done:?}");
+    let failed = app.post(
+        &format!("/api/v1/flows/{failing}/run?wait=30"),
+        Some(&token),
+        json!({}),
+    );
+    assert_eq!(failed.body["node_id"], "boom", "{failed:?}");
+    assert!(
+        failed.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("it broke")),
+        "{failed:?}"
+    );
+
+    // Still running when the wait is over: 202 with the execution as it is.
+    let started = Instant::now();
+    let r = app.post(
+        &format!("/api/v1/flows/{slow}/run?wait=0.3"),
+        Some(&token),
+        json!({}),
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        matches!(r.body["status"].as_str(), Some("queued" | "running")),
+        "{r:?}"
+    );
+    assert_eq!(r.body["completed_at"], Value::Null, "{r:?}");
+    let id = r.body["execution_id"].as_str().expect("execution_id");
+    assert_eq!(r.body["id"], id);
+    let cancelled = app.delete(&format!("/api/v1/executions/{id}"), Some(&token));
+    assert_eq!(cancelled.status, 200, "{cancelled:?}");
+
+    // `wait=false` or no `wait`: the reference's answer.
+    let r = app.post(
+        &format!("/api/v1/flows/{greeter}/run?wait=false"),
+        Some(&token),
+        json!({"input": {"name": "dee"}}),
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.body.as_object().map(|o| o.len()), Some(4), "{}", r.body);
+
+    // An idempotency key finds the first execution, already finished.
+    let path = format!("/api/v1/flows/{greeter}/run?wait=30");
+    let first = keyed::post_with_key(app, &token, &path, "wait-key-1");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let again = keyed::post_with_key(app, &token, &path, "wait-key-1");
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert!(again.replayed);
+    assert_eq!(again.body, first.body);
+
+    // Bad waits are rejected before anything is created; other accounts see nothing.
+    let before = app.get(
+        &format!("/api/v1/executions?flow_id={greeter}"),
+        Some(&token),
+    );
+    for bad in ["0", "-1", "301", "abc", "", "nan", "inf"] {
+        let r = app.post(
+            &format!("/api/v1/flows/{greeter}/run?wait={bad}"),
+            Some(&token),
+            json!({"input": {"name": "x"}}),
+        );
+        assert_eq!(r.status, 422, "wait={bad}: {r:?}");
+        assert_eq!(r.body["error"]["details"]["field"], "wait", "wait={bad}");
+    }
+    let after = app.get(
+        &format!("/api/v1/executions?flow_id={greeter}"),
+        Some(&token),
+    );
+    assert_eq!(after.body["total"], before.body["total"]);
+    let other = app.create_user("other-wait@example.com", Role::User);
+    let r = app.post(
+        &format!("/api/v1/flows/{greeter}/run?wait=5"),
+        Some(&other.token),
+        json!({"input": {"name": "x"}}),
+    );
+    assert_eq!(r.status, 404, "{r:?}");
+}
+
+#[test]
+fn run_can_wait_for_the_end() {
+    let app = TestApp::start();
+    run_and_wait(&app);
+}
+
 #[test]
 fn run_checks_the_input_against_the_flow() {
     let app = TestApp::start();
@@ -205,7 +327,7 @@ fn run_checks_the_input_against_the_flow() {
 }
 
 fn run_with_key(app: &TestApp, token: &str, flow: &str, key: &str) -> keyed::Answer {
-    keyed::post_with_key(app, token, flow, key)
+    keyed::post_with_key(app, token, &format!("/api/v1/flows/{flow}/run"), key)
 }
 
 /// A minimal request helper that can set the `Idempotency-Key` header.
@@ -220,13 +342,13 @@ mod keyed {
         pub replayed: bool,
     }
 
-    pub fn post_with_key(app: &TestApp, token: &str, flow: &str, key: &str) -> Answer {
+    pub fn post_with_key(app: &TestApp, token: &str, path: &str, key: &str) -> Answer {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
         let mut response = agent
-            .post(format!("{}/api/v1/flows/{flow}/run", app.base))
+            .post(format!("{}{path}", app.base))
             .header("Authorization", format!("Bearer {token}"))
             .header("Idempotency-Key", key)
             .header("Content-Type", "application/json")

@@ -18,5 +18,6 @@ fn representative_subset_on_postgres() {
     crate::secrets::lifecycle(&app);
     crate::accounts::rules(&app);
     crate::executions::lifecycle(&app);
+    crate::executions::run_and_wait(&app);
     crate::ws::late_join(&app);
 }

@@ -1,0 +1,1 @@
+CREATE INDEX executions_owner_idx ON executions (owner, status);
