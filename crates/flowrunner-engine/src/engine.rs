@@ -381,10 +381,34 @@ const CANCEL_TRANSIT_ATTEMPTS: u32 = 200;
 /// Pause between those looks (at most ~1 s in all).
 const CANCEL_TRANSIT_PAUSE: Duration = Duration::from_millis(5);
 
-/// The durable execution engine. Cheap to clone (shared state).
+/// The durable execution engine. Cheap to clone (shared state). Dropping the last clone without
+/// [`shutdown`](Engine::shutdown) stops it as abruptly as a crash would, except that what is
+/// already queued is committed: running executions stop where they are and resume on the next
+/// start.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+    _last: Arc<StopOnDrop>,
+}
+
+/// Stops the engine when the last [`Engine`] handle goes (its tasks hold only `Inner`).
+struct StopOnDrop {
+    inner: Weak<Inner>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return; // shut down already
+        }
+        inner.stop.cancel();
+        if !inner.writer.close_soon() {
+            log::warn!("engine dropped: the journal writer could not be asked to stop");
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -438,7 +462,12 @@ impl Engine {
             closed: Arc::new(AtomicBool::new(false)),
             slot_freed: tokio::sync::Notify::new(),
         });
-        let engine = Engine { inner };
+        let engine = Engine {
+            _last: Arc::new(StopOnDrop {
+                inner: Arc::downgrade(&inner),
+            }),
+            inner,
+        };
         engine.recover().await?;
         spawn_lease_renewal(Arc::downgrade(&engine.inner), engine.inner.stop.clone());
         Ok(engine)
@@ -939,7 +968,11 @@ impl Inner {
     fn spawn_all(self: &Arc<Self>, starts: Vec<(Job, CancellationToken, watch::Sender<bool>)>) {
         for (job, cancel, done) in starts {
             let inner = Arc::clone(self);
-            tokio::spawn(async move { inner.run_job(job, cancel, done).await });
+            // On the writer's thread: the execution's journal writes and their commits then
+            // need no hand-off between threads (see `JournalWriter::runtime`).
+            self.writer
+                .runtime()
+                .spawn(async move { inner.run_job(job, cancel, done).await });
         }
     }
 

@@ -10,6 +10,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::{Backend, Target};
 use crate::error::{Error, Result};
+use crate::writer::WAL_SIZE_LIMIT;
 
 /// SQLite migrations (`migrations/sqlite` at the repository root).
 pub(crate) const SQLITE_MIGRATIONS: EmbeddedMigrations =
@@ -77,6 +78,7 @@ pub(crate) fn connect(target: &Target) -> Result<DbConn> {
                 "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
                  PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
+                 PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};
                  PRAGMA foreign_keys = ON;"
             ))?;
             Ok(DbConn::Sqlite(conn))

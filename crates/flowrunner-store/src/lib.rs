@@ -45,6 +45,7 @@ pub use models::{
 };
 pub use store::{BlockingStore, Store};
 pub use writer::{
-    ClaimScope, ClaimedExecution, DEFAULT_MAX_BATCH, DEFAULT_WRITER_QUEUE, JournalEntry,
-    JournalWriter, NewEvent, RowChange, Ticket, UNAWAITED_WINDOW, WriterConfig, WriterStats,
+    ClaimScope, ClaimedExecution, DEFAULT_MAX_BATCH, DEFAULT_WAL_RESTART_FRAMES,
+    DEFAULT_WRITER_QUEUE, JournalEntry, JournalWriter, NewEvent, RowChange, Ticket,
+    UNAWAITED_WINDOW, WriterConfig, WriterStats,
 };

@@ -54,13 +54,20 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Capacity of the channel; senders wait for room when it is full (at least 1).
     pub queue: usize,
+    /// SQLite: WAL length in frames (one page each) from which the checkpointer makes the WAL
+    /// start over (see [`DEFAULT_WAL_RESTART_FRAMES`]).
+    pub wal_restart_frames: i64,
 }
+
+/// Default [`WriterConfig::wal_restart_frames`]: 4,096 frames, 16 MiB of 4 KiB pages.
+pub const DEFAULT_WAL_RESTART_FRAMES: i64 = 4096;
 
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             max_batch: DEFAULT_MAX_BATCH,
             queue: DEFAULT_WRITER_QUEUE,
+            wal_restart_frames: DEFAULT_WAL_RESTART_FRAMES,
         }
     }
 }
@@ -245,10 +252,17 @@ enum Output {
 
 /// Handle to the writer thread. Cheap to clone; the thread stops after [`close`](Self::close)
 /// or when every handle is dropped.
+///
+/// The thread runs the writer as a task of its own single-threaded tokio runtime, and other
+/// tasks may share it ([`JournalWriter::runtime`]): a task there that queues a write and awaits
+/// its commit hands nothing to another thread — the writer takes the write as soon as the task
+/// yields, commits it with whatever else is waiting, and wakes the task on the same thread.
+/// Such tasks are dropped when the writer stops.
 pub struct JournalWriter<P> {
     tx: mpsc::Sender<Op<P>>,
     counters: Arc<Counters>,
     thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl<P> Clone for JournalWriter<P> {
@@ -257,6 +271,7 @@ impl<P> Clone for JournalWriter<P> {
             tx: self.tx.clone(),
             counters: Arc::clone(&self.counters),
             thread: Arc::clone(&self.thread),
+            runtime: self.runtime.clone(),
         }
     }
 }
@@ -286,7 +301,10 @@ impl Store {
                 // stalls on a checkpoint's fsync.
                 use diesel::connection::SimpleConnection;
                 conn.batch_execute("PRAGMA wal_autocheckpoint = 0")?;
-                Some(spawn_checkpointer(conn::connect(&target)?)?)
+                Some(spawn_checkpointer(
+                    conn::connect(&target)?,
+                    config.wal_restart_frames.max(1),
+                )?)
             }
             Target::Postgres(_) => None,
         };
@@ -294,18 +312,29 @@ impl Store {
         let counters = Arc::new(Counters::default());
         let thread_counters = Arc::clone(&counters);
         let max_batch = config.max_batch.max(1);
-        let handle = std::thread::Builder::new()
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("flowrunner-writer")
+            .build()
+            .map_err(|e| Error::Database(Box::new(e)))?;
+        let handle = runtime.handle().clone();
+        let thread = std::thread::Builder::new()
             .name("flowrunner-writer".into())
             .spawn(move || {
-                Worker {
-                    conn,
-                    target,
-                    rx,
-                    counters: thread_counters,
-                    max_batch,
-                    on_commit,
-                }
-                .run();
+                runtime.block_on(
+                    Worker {
+                        conn,
+                        target,
+                        rx,
+                        counters: thread_counters,
+                        max_batch,
+                        on_commit,
+                    }
+                    .run(),
+                );
+                // Tasks still on this thread's runtime are dropped with it; blocking work they
+                // started is not waited for.
+                runtime.shutdown_background();
                 if let Some(stop) = checkpointer {
                     stop.store(true, Ordering::Release);
                 }
@@ -314,17 +343,49 @@ impl Store {
         Ok(JournalWriter {
             tx,
             counters,
-            thread: Arc::new(std::sync::Mutex::new(Some(handle))),
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            runtime: handle,
         })
     }
 }
 
 /// How often the checkpointer moves the SQLite WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Largest WAL file kept after the WAL starts over (`journal_size_limit`).
+pub(crate) const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// What `PRAGMA wal_checkpoint` reports.
+#[derive(diesel::QueryableByName)]
+struct Checkpoint {
+    /// 1 when the checkpoint could not take the locks it needed.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    busy: i32,
+    /// Frames in the WAL.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    log: i64,
+    /// Frames copied into the database file.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    checkpointed: i64,
+}
+
+fn checkpoint(conn: &mut DbConn, mode: &str) -> Result<Checkpoint> {
+    Ok(diesel::sql_query(format!("PRAGMA wal_checkpoint({mode})")).get_result(conn)?)
+}
 
 /// Starts the SQLite checkpointer thread; it stops once the returned flag is set.
-fn spawn_checkpointer(mut conn: DbConn) -> Result<Arc<std::sync::atomic::AtomicBool>> {
-    use diesel::connection::SimpleConnection;
+///
+/// Every [`CHECKPOINT_EVERY`] it copies what it can of the WAL into the database file without
+/// blocking anyone (`PASSIVE`). That alone never lets the WAL start over while the writer keeps
+/// committing (the WAL is reset only when a write begins with every frame copied, and under
+/// load new frames always arrive first), so the file would grow without bound. Once the WAL
+/// holds `restart_frames`, a `RESTART` checkpoint follows: it holds the write lock while it
+/// copies the few frames the `PASSIVE` one left and syncs (the writer waits that long), then
+/// the next commit writes the WAL from its start again (pages already cached, no file growth;
+/// `journal_size_limit` trims a file that grew past [`WAL_SIZE_LIMIT`]).
+fn spawn_checkpointer(
+    mut conn: DbConn,
+    restart_frames: i64,
+) -> Result<Arc<std::sync::atomic::AtomicBool>> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     std::thread::Builder::new()
@@ -332,10 +393,23 @@ fn spawn_checkpointer(mut conn: DbConn) -> Result<Arc<std::sync::atomic::AtomicB
         .spawn(move || {
             while !flag.load(Ordering::Acquire) {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                // PASSIVE never blocks the writer or readers; what it cannot copy now is
-                // copied next time.
-                if let Err(err) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
-                    log::warn!("WAL checkpoint failed: {err}");
+                let restart = match checkpoint(&mut conn, "PASSIVE") {
+                    Ok(done) => done.log >= restart_frames,
+                    Err(err) => {
+                        log::warn!("WAL checkpoint failed: {err}");
+                        false
+                    }
+                };
+                if restart {
+                    match checkpoint(&mut conn, "RESTART") {
+                        Ok(done) if done.busy != 0 => log::debug!(
+                            "WAL restart postponed: {} of {} frames copied",
+                            done.checkpointed,
+                            done.log
+                        ),
+                        Ok(_) => {}
+                        Err(err) => log::warn!("WAL restart checkpoint failed: {err}"),
+                    }
                 }
             }
         })
@@ -465,6 +539,20 @@ impl<P: Send + 'static> JournalWriter<P> {
 }
 
 impl<P> JournalWriter<P> {
+    /// The writer thread's runtime: tasks spawned on it share the thread with the writer, and
+    /// their writes are committed without a hand-off to another thread (keep them short: while
+    /// one runs, nothing is committed). They are dropped when the writer stops.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Asks the writer to commit what is queued and stop, without waiting (for a `Drop`); `false`
+    /// when the request could not be queued (channel full or writer already stopped).
+    pub fn close_soon(&self) -> bool {
+        let (reply, _ignored) = oneshot::channel();
+        self.tx.try_send(Op::Close { reply }).is_ok()
+    }
+
     /// Counters since the start.
     pub fn stats(&self) -> WriterStats {
         WriterStats {
@@ -485,25 +573,20 @@ struct Worker<P, F> {
 }
 
 impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
-    fn run(mut self) {
+    async fn run(mut self) {
         let mut batch: Vec<Op<P>> = Vec::with_capacity(self.max_batch);
-        // Only for the bounded wait of `UNAWAITED_WINDOW` (the thread is not in a runtime).
-        let timer = match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(timer) => Some(timer),
-            Err(err) => {
-                log::warn!("journal writer: no timer, unawaited entries commit at once: {err}");
-                None
-            }
-        };
         loop {
-            let Some(first) = self.rx.blocking_recv() else {
+            let Some(first) = self.rx.recv().await else {
                 return;
             };
             batch.push(first);
             self.drain(&mut batch);
+            if batch.len() < self.max_batch {
+                // Tasks sharing this thread that are ready to run queue their writes first, so
+                // that they join this commit.
+                tokio::task::yield_now().await;
+                self.drain(&mut batch);
+            }
             let unawaited_only = batch.iter().all(|op| {
                 matches!(
                     op,
@@ -513,16 +596,11 @@ impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
                     }
                 )
             });
-            if unawaited_only
-                && batch.len() < self.max_batch
-                && let Some(timer) = &timer
-            {
+            if unawaited_only && batch.len() < self.max_batch {
                 // Usually the awaited entry that follows (the node's completion) is about to
                 // arrive: commit both at once. A closed channel ends the loop at the next
-                // `blocking_recv`.
-                let rx = &mut self.rx;
-                let next = timer
-                    .block_on(async { tokio::time::timeout(UNAWAITED_WINDOW, rx.recv()).await });
+                // `recv`.
+                let next = tokio::time::timeout(UNAWAITED_WINDOW, self.rx.recv()).await;
                 if let Ok(Some(op)) = next {
                     batch.push(op);
                     self.drain(&mut batch);

@@ -593,3 +593,51 @@ async fn idempotency_keys_are_per_account_and_flow_and_expire_after_a_day(
     writer.close().await?;
     Ok(())
 }
+
+/// Under continuous commits the SQLite WAL starts over instead of growing without bound (a
+/// passive checkpoint alone never lets it: new frames always arrive before the next write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_wal_stays_bounded_under_continuous_writes() -> Result<()> {
+    let db = TestDatabase::sqlite()?;
+    let wal = db
+        .sqlite_path()
+        .map(|path| path.with_extension("db-wal"))
+        .expect("an SQLite file");
+    let (store, flow, owner) = setup(&db).await?;
+    // 256 frames (1 MiB of pages): the checkpointer restarts the WAL from there.
+    let config = WriterConfig {
+        wal_restart_frames: 256,
+        ..WriterConfig::default()
+    };
+    let writer = store.start_writer(config, |_: Vec<(ExecutionId, i64)>| {})?;
+    let id = create(&writer, &flow, &owner).await?.id;
+    let filler = "x".repeat(16 * 1024);
+    let chunks = 96; // 96 x 16 entries x 16 KiB = 24 MiB of journal data
+    let mut seq = 0;
+    let mut largest = 0u64;
+    for _ in 0..chunks {
+        let mut tickets = Vec::new();
+        for _ in 0..16 {
+            let mut e = entry(&id, seq, "log");
+            e.event.message = Some(filler.clone());
+            tickets.push(writer.append(e).await?);
+            seq += 1;
+        }
+        for ticket in tickets {
+            ticket.wait().await?;
+        }
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let written = 24 * 1024 * 1024;
+    assert!(
+        largest < written / 2,
+        "the WAL grew to {largest} bytes for {written} bytes written: it never started over"
+    );
+    let (_, total) = store
+        .list_execution_events(&id, EventFilter::default(), 1, 0)
+        .await?;
+    assert_eq!(total, seq);
+    writer.close().await?;
+    Ok(())
+}
