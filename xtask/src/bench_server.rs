@@ -374,12 +374,18 @@ struct Api {
 
 fn new_agent() -> ureq::Agent {
     // Requests and answers are small: ureq's default 128 KiB buffers only cost copying on the
-    // cores the client shares with the server.
+    // cores the client shares with the server. No global or resolve timeout: with one, ureq
+    // resolves the address on a new thread for every request (even for an IP address).
+    let limit = Some(Duration::from_secs(120));
     ureq::Agent::config_builder()
-        .input_buffer_size(16 * 1024)
-        .output_buffer_size(16 * 1024)
+        .input_buffer_size(4 * 1024)
+        .output_buffer_size(4 * 1024)
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
+        .timeout_connect(limit)
+        .timeout_send_request(limit)
+        .timeout_send_body(limit)
+        .timeout_recv_response(limit)
+        .timeout_recv_body(limit)
         .build()
         .into()
 }

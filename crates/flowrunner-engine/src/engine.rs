@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::journal::{StoreJournal, convert, row_change};
+use crate::journal::{Committed, StoreJournal, convert, row_change};
 use crate::types::{
     LiveEvents, LogLine, RunRequest, StoredEvent, Submitted, SubscriberState, Watch,
 };
@@ -265,18 +265,21 @@ struct Hub {
 }
 
 impl Hub {
-    fn publish(&self, events: Vec<StoredEvent>) {
+    fn publish(&self, events: Vec<Committed>) {
         let mut subscribers = lock(&self.subscribers);
         if subscribers.is_empty() {
             return;
         }
-        for event in events {
-            let terminal = event.is_terminal();
-            let Some(list) = subscribers.get_mut(&event.execution_id) else {
+        for committed in events {
+            let terminal = committed.is_terminal();
+            let Some(list) = subscribers.get_mut(&committed.execution_id) else {
                 continue;
             };
+            // Parsed once, and only when a subscriber takes it.
+            let parsed = std::cell::OnceCell::new();
+            let event = || parsed.get_or_init(|| committed.to_stored()).clone();
             list.retain_mut(|sub| match &mut sub.sink {
-                Sink::Stream(tx) => match tx.try_send(event.clone()) {
+                Sink::Stream(tx) => match tx.try_send(event()) {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         sub.state.lagged.store(true, Ordering::Release);
@@ -288,20 +291,20 @@ impl Hub {
                     if let Some(tx) = tx.take() {
                         let _gone = tx.send(Ended {
                             started_at: *started_at,
-                            terminal: event.clone(),
+                            terminal: event(),
                         });
                     }
                     false
                 }
                 Sink::End { tx, started_at } => {
-                    if event.kind == "started" {
-                        started_at.get_or_insert(event.timestamp);
+                    if committed.kind == "started" {
+                        started_at.get_or_insert(committed.timestamp);
                     }
                     tx.as_ref().is_some_and(|tx| !tx.is_closed())
                 }
             });
             if terminal || list.is_empty() {
-                subscribers.remove(&event.execution_id);
+                subscribers.remove(&committed.execution_id);
             }
         }
     }
@@ -362,7 +365,7 @@ struct Inner {
     store: Store,
     runtime: Runtime,
     config: EngineConfig,
-    writer: JournalWriter<StoredEvent>,
+    writer: JournalWriter<Committed>,
     hub: Arc<Hub>,
     flows: Mutex<HashMap<RevisionId, Arc<FlowEntry>>>,
     /// Flows by id, as last read by `submit` (see [`EngineConfig::flow_cache_ttl`]).

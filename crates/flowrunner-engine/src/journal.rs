@@ -13,13 +13,48 @@ use flowrunner_store::{JournalEntry, JournalWriter, NewEvent, RowChange, Ticket}
 
 use crate::types::StoredEvent;
 
-/// Converts a runtime event into the row to store and the event to publish.
+/// A journal entry on its way to live subscribers once committed: the [`StoredEvent`] with its
+/// `data` still the JSON text that was stored, parsed only for a subscriber that needs it (most
+/// committed entries have none).
+#[derive(Debug)]
+pub(crate) struct Committed {
+    pub(crate) execution_id: flowrunner_domain::ExecutionId,
+    pub(crate) seq: u64,
+    pub(crate) timestamp: chrono::DateTime<Utc>,
+    pub(crate) kind: &'static str,
+    pub(crate) node_id: Option<String>,
+    pub(crate) node_type: Option<String>,
+    pub(crate) data: String,
+}
+
+impl Committed {
+    /// Whether the execution ends with this entry.
+    pub(crate) fn is_terminal(&self) -> bool {
+        matches!(self.kind, "completed" | "failed" | "cancelled")
+    }
+
+    /// The event as subscribers get it (`data` parsed).
+    pub(crate) fn to_stored(&self) -> StoredEvent {
+        StoredEvent {
+            execution_id: self.execution_id.clone(),
+            seq: self.seq,
+            timestamp: self.timestamp,
+            kind: self.kind.to_string(),
+            node_id: self.node_id.clone(),
+            node_type: self.node_type.clone(),
+            // It was serialized from the event a moment ago: it parses.
+            data: serde_json::from_str(&self.data).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// Converts a runtime event into the row to store and the entry to publish once committed.
 pub(crate) fn convert(
     event: &Event,
     flow: &Flow,
-) -> Result<(NewEvent, StoredEvent), serde_json::Error> {
+) -> Result<(NewEvent, Committed), serde_json::Error> {
     let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
-    let data = serde_json::to_value(event)?;
+    let data = serde_json::to_string(event)?;
     let node_type_of = |id: &str| flow.nodes.get(id).map(|n| n.node_type.clone());
     let (node_id, node_type) = match &event.kind {
         EventKind::NodeStarted {
@@ -77,19 +112,19 @@ pub(crate) fn convert(
         | EventKind::NodeCompleted { .. }
         | EventKind::NodeCheckpoint { .. } => (None, None),
     };
-    let kind = event.kind.name().to_string();
+    let kind = event.kind.name();
     let row = NewEvent {
         execution_id: event.execution_id.clone(),
         seq,
-        kind: kind.clone(),
+        kind: kind.to_string(),
         node_id: node_id.clone(),
         node_type: node_type.clone(),
         level,
         message,
-        data: data.to_string(),
+        data: data.clone(),
         created_at: event.timestamp,
     };
-    let stored = StoredEvent {
+    let committed = Committed {
         execution_id: event.execution_id.clone(),
         seq: u64::try_from(seq).unwrap_or_default(),
         // The precision both backends store, so live and stored events are equal.
@@ -99,7 +134,7 @@ pub(crate) fn convert(
         node_type,
         data,
     };
-    Ok((row, stored))
+    Ok((row, committed))
 }
 
 /// The status change a terminal or `started` event commits with it.
@@ -145,7 +180,7 @@ pub(crate) fn row_change(event: &Event, owner: &str, lease: Duration) -> RowChan
 /// transaction than the next awaited one). A queued write that failed is reported at the next
 /// awaited one, which stops the execution (the runtime reports it as interrupted).
 pub(crate) struct StoreJournal {
-    pub(crate) writer: JournalWriter<StoredEvent>,
+    pub(crate) writer: JournalWriter<Committed>,
     pub(crate) flow: Arc<Flow>,
     /// The stored `seq` the next event will get.
     pub(crate) next_seq: AtomicI64,

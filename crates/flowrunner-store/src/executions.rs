@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use flowrunner_domain::{AccountId, ExecutionId, ExecutionStatus, FlowId, LogLevel, RevisionId};
 
-use crate::conn::DbConn;
+use crate::conn::{DbConn, on_backend};
 use crate::error::{Error, Result};
 use crate::models::{
     EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord, NewExecution, Scope,
@@ -194,9 +194,11 @@ pub(crate) fn create_in(
         executions::lease_until.eq(new.lease_until.map(time::to_db)),
         executions::created_at.eq(time::to_db(now)),
     );
-    diesel::insert_into(executions::table)
+    // On the concrete connection: through the multi-backend one, diesel builds the SQL text
+    // of every insert again to find its prepared statement (see `writer::append`).
+    on_backend!(conn, |c| diesel::insert_into(executions::table)
         .values(row)
-        .execute(conn)?;
+        .execute(c))?;
     let record = ExecutionRecord {
         id,
         flow_id: new.flow_id,

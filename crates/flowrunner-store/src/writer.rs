@@ -934,19 +934,24 @@ fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
         )));
     }
     let e = &entry.event;
-    diesel::insert_into(execution_events::table)
-        .values((
-            execution_events::execution_id.eq(id),
-            execution_events::seq.eq(e.seq),
-            execution_events::kind.eq(e.kind.as_str()),
-            execution_events::node_id.eq(e.node_id.as_deref()),
-            execution_events::node_type.eq(e.node_type.as_deref()),
-            execution_events::level.eq(e.level.map(LogLevel::as_str)),
-            execution_events::message.eq(e.message.as_deref()),
-            execution_events::data.eq(Some(e.data.as_str())),
-            execution_events::created_at.eq(time::to_db(e.created_at)),
-        ))
-        .execute(conn)?;
+    let row = (
+        execution_events::execution_id.eq(id),
+        execution_events::seq.eq(e.seq),
+        execution_events::kind.eq(e.kind.as_str()),
+        execution_events::node_id.eq(e.node_id.as_deref()),
+        execution_events::node_type.eq(e.node_type.as_deref()),
+        execution_events::level.eq(e.level.map(LogLevel::as_str)),
+        execution_events::message.eq(e.message.as_deref()),
+        execution_events::data.eq(Some(e.data.as_str())),
+        execution_events::created_at.eq(time::to_db(e.created_at)),
+    );
+    // On the concrete connection, where diesel finds the prepared statement by the query's
+    // type. Through the multi-backend connection it has no static query id, so diesel built the
+    // SQL text of every insert again just to look the statement up: a third of the writer
+    // thread's time under load (docs/benchmarks.md).
+    on_backend!(conn, |c| diesel::insert_into(execution_events::table)
+        .values(row)
+        .execute(c))?;
     Ok(())
 }
 
