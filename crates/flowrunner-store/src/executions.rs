@@ -15,7 +15,7 @@ use crate::models::{
 };
 use crate::schema::{execution_events, executions, idempotency_keys};
 use crate::store::{BlockingStore, Store};
-use crate::time;
+use crate::time::{self, DbTime};
 
 /// Statuses after which an execution never changes again.
 pub(crate) const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
@@ -191,8 +191,8 @@ pub(crate) fn create_in(
         executions::input.eq(&input),
         executions::idempotency_key.eq(new.idempotency_key.as_deref()),
         executions::owner.eq(new.owner.as_deref()),
-        executions::lease_until.eq(new.lease_until.map(time::to_db)),
-        executions::created_at.eq(time::to_db(now)),
+        executions::lease_until.eq(new.lease_until.map(DbTime::of)),
+        executions::created_at.eq(DbTime::of(now)),
     );
     // On the concrete connection: through the multi-backend one, diesel builds the SQL text
     // of every insert again to find its prepared statement (see `writer::append`).

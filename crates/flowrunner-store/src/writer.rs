@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use diesel::backend::Backend;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
@@ -36,7 +36,7 @@ use crate::executions::{ExecutionRow, TERMINAL, UNFINISHED, create_in, to_json};
 use crate::models::{ExecutionRecord, NewExecution};
 use crate::schema::{execution_events, executions};
 use crate::store::Store;
-use crate::time;
+use crate::time::{self, DbTime};
 
 /// How long the writer waits for another message when it holds only entries nobody awaits
 /// (see [`JournalWriter::append_unawaited`]); tokio's timer rounds it up to its 1 ms tick.
@@ -903,8 +903,8 @@ fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
             started_at,
         } => Some(RowSet::Start {
             owner,
-            lease_until: time::to_db(*lease_until),
-            started_at: time::to_db(*started_at),
+            lease_until: DbTime::of(*lease_until),
+            started_at: DbTime::of(*started_at),
             snapshot,
         }),
         RowChange::Finish {
@@ -918,14 +918,13 @@ fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
             result: result.as_deref(),
             error: error.as_deref(),
             error_node: error_node.as_deref(),
-            completed_at: time::to_db(*completed_at),
+            completed_at: DbTime::of(*completed_at),
         }),
     };
     let changed = match set {
-        Some(set) => {
-            let update = RowUpdate { id, set };
-            Some(on_backend!(conn, |c| update.execute(c))?)
-        }
+        Some(set @ RowSet::Snapshot { .. }) => Some(update_row::<SNAPSHOT>(conn, id, set)?),
+        Some(set @ RowSet::Start { .. }) => Some(update_row::<START>(conn, id, set)?),
+        Some(set @ RowSet::Finish { .. }) => Some(update_row::<FINISH>(conn, id, set)?),
         None => None,
     };
     if changed == Some(0) {
@@ -943,7 +942,7 @@ fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
         execution_events::level.eq(e.level.map(LogLevel::as_str)),
         execution_events::message.eq(e.message.as_deref()),
         execution_events::data.eq(Some(e.data.as_str())),
-        execution_events::created_at.eq(time::to_db(e.created_at)),
+        execution_events::created_at.eq(DbTime::of(e.created_at)),
     );
     // On the concrete connection, where diesel finds the prepared statement by the query's
     // type. Through the multi-backend connection it has no static query id, so diesel built the
@@ -955,18 +954,35 @@ fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
     Ok(())
 }
 
+/// [`RowUpdate`] kinds: one per [`RowSet`] variant.
+const SNAPSHOT: u8 = 0;
+const START: u8 = 1;
+const FINISH: u8 = 2;
+
+/// Runs the row update; `KIND` must be the one of `set`'s variant (its statement's identity in
+/// diesel's cache).
+fn update_row<const KIND: u8>(conn: &mut DbConn, id: &str, set: RowSet<'_>) -> Result<usize> {
+    let update = RowUpdate::<KIND> { id, set };
+    Ok(on_backend!(conn, |c| update.execute(c))?)
+}
+
 /// The execution-row part of a journal entry, as an `UPDATE` that stays in diesel's
 /// prepared-statement cache.
 ///
 /// diesel never caches its own `UPDATE` statements (a changeset may skip `None` fields, so two
 /// calls may produce different SQL), so SQLite compiled the row update of every node again
 /// (most of the SQL compilation of the writer thread in the profile of docs/benchmarks.md).
-/// This statement's text depends only on the kind of change, so diesel caches it by its text.
-/// The row is only changed while the execution is unfinished (0 rows otherwise).
-struct RowUpdate<'a> {
+/// This statement's text depends only on the kind of change, `KIND`, so each kind is its own
+/// statement type, cached by type (a cache keyed by SQL text would build the text on every
+/// call just to look it up). The row is only changed while the execution is unfinished (0 rows
+/// otherwise).
+struct RowUpdate<'a, const KIND: u8> {
     id: &'a str,
     set: RowSet<'a>,
 }
+
+/// The cache identity of [`RowUpdate`]`<KIND>`.
+struct RowUpdateId<const KIND: u8>;
 
 /// What [`RowUpdate`] sets.
 enum RowSet<'a> {
@@ -975,8 +991,8 @@ enum RowSet<'a> {
     /// `running` under `owner`, with the snapshot (possibly none).
     Start {
         owner: &'a str,
-        lease_until: NaiveDateTime,
-        started_at: NaiveDateTime,
+        lease_until: DbTime,
+        started_at: DbTime,
         snapshot: Option<&'a str>,
     },
     /// A terminal status with its result or error; the lease is released.
@@ -985,15 +1001,15 @@ enum RowSet<'a> {
         result: Option<&'a str>,
         error: Option<&'a str>,
         error_node: Option<&'a str>,
-        completed_at: NaiveDateTime,
+        completed_at: DbTime,
     },
 }
 
-impl<DB> QueryFragment<DB> for RowUpdate<'_>
+impl<DB, const KIND: u8> QueryFragment<DB> for RowUpdate<'_, KIND>
 where
     DB: Backend + HasSqlType<Text> + HasSqlType<Timestamp>,
     str: ToSql<Text, DB>,
-    NaiveDateTime: ToSql<Timestamp, DB>,
+    DbTime: ToSql<Timestamp, DB>,
     for<'x> Option<&'x str>: ToSql<Nullable<Text>, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
@@ -1052,13 +1068,12 @@ where
     }
 }
 
-impl QueryId for RowUpdate<'_> {
-    type QueryId = ();
-    // Cached by its SQL text, which differs between the kinds of change.
-    const HAS_STATIC_QUERY_ID: bool = false;
+impl<const KIND: u8> QueryId for RowUpdate<'_, KIND> {
+    type QueryId = RowUpdateId<KIND>;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<Conn> RunQueryDsl<Conn> for RowUpdate<'_> {}
+impl<Conn, const KIND: u8> RunQueryDsl<Conn> for RowUpdate<'_, KIND> {}
 
 /// Most ids per `IN (…)` list.
 const CHUNK: usize = 500;
