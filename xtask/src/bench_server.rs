@@ -466,14 +466,19 @@ impl Api {
             .context("flow without `id`")
     }
 
+    /// `POST /flows/{id}/run{query}`, answered with `expect`; returns the body.
+    fn run(&self, flow_id: &str, input: Value, query: &str, expect: u16) -> Result<Value> {
+        self.call(
+            "POST",
+            &format!("/flows/{flow_id}/run{query}"),
+            Some(&json!({ "input": input })),
+            expect,
+        )
+    }
+
     /// `POST /flows/{id}/run`; returns the execution id.
     fn start(&self, flow_id: &str, input: Value) -> Result<String> {
-        let body = self.call(
-            "POST",
-            &format!("/flows/{flow_id}/run"),
-            Some(&json!({ "input": input })),
-            202,
-        )?;
+        let body = self.run(flow_id, input, "", 202)?;
         body["execution_id"]
             .as_str()
             .map(str::to_string)
@@ -485,12 +490,7 @@ impl Api {
     fn execute(&self, flow_id: &str, input: Value, mode: WaitMode) -> Result<Execution> {
         let (id, (status, seen)) = match mode {
             WaitMode::Run => {
-                let body = self.call(
-                    "POST",
-                    &format!("/flows/{flow_id}/run?wait=120"),
-                    Some(&json!({ "input": input })),
-                    200,
-                )?;
+                let body = self.run(flow_id, input, "?wait=120", 200)?;
                 let seen = Instant::now();
                 let id = body["execution_id"]
                     .as_str()
