@@ -375,17 +375,15 @@ struct Api {
 fn new_agent() -> ureq::Agent {
     // Requests and answers are small: ureq's default 128 KiB buffers only cost copying on the
     // cores the client shares with the server. No global or resolve timeout: with one, ureq
-    // resolves the address on a new thread for every request (even for an IP address).
+    // resolves the address on a new thread for every request (even for an IP address). Only
+    // connecting and waiting for an answer are bounded (each bound costs socket calls).
     let limit = Some(Duration::from_secs(120));
     ureq::Agent::config_builder()
         .input_buffer_size(4 * 1024)
         .output_buffer_size(4 * 1024)
         .http_status_as_error(false)
         .timeout_connect(limit)
-        .timeout_send_request(limit)
-        .timeout_send_body(limit)
         .timeout_recv_response(limit)
-        .timeout_recv_body(limit)
         .build()
         .into()
 }
