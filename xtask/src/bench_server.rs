@@ -37,6 +37,9 @@ Options:
   --access-log      keep the server's per-request access log (off by default)
   --only LIST       comma-separated subset of: throughput,overhead,memory
   --bin PATH        benchmark this `flowrunner` executable instead of building one
+  --database-url URL  run the server on this database instead of a fresh SQLite file, e.g. an
+                    empty PostgreSQL database (postgres://user@host/db); a fixed bench secret
+                    key is set for it
 ";
 
 /// Goals printed next to the results.
@@ -75,6 +78,7 @@ struct Options {
     wait: WaitMode,
     access_log: bool,
     bin: Option<PathBuf>,
+    database_url: Option<String>,
     throughput: bool,
     overhead: bool,
     memory: bool,
@@ -91,6 +95,7 @@ impl Default for Options {
             wait: WaitMode::Run,
             access_log: false,
             bin: None,
+            database_url: None,
             throughput: true,
             overhead: true,
             memory: true,
@@ -126,6 +131,9 @@ fn parse_options(args: &[String]) -> Result<Options> {
             }
             "--access-log" => opts.access_log = true,
             "--bin" => opts.bin = Some(PathBuf::from(args.next().context("--bin needs a path")?)),
+            "--database-url" => {
+                opts.database_url = Some(args.next().context("--database-url needs a URL")?.clone())
+            }
             "--only" => {
                 let list = args.next().context("--only needs a value")?;
                 opts.throughput = false;
@@ -157,7 +165,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(bin) => bin.clone(),
         None => build_release()?,
     };
-    let server = Server::start(&bin, opts.access_log)?;
+    let server = Server::start(&bin, opts.access_log, opts.database_url.as_deref())?;
     println!(
         "server pid {} on http://{} (log: {})",
         server.pid(),
@@ -215,7 +223,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(bin: &Path, access_log: bool) -> Result<Server> {
+    fn start(bin: &Path, access_log: bool, database_url: Option<&str>) -> Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("flowrunner-bench-")
             .tempdir()
@@ -232,7 +240,12 @@ impl Server {
             .env("FLOWRUNNER_BIND", "127.0.0.1:0")
             .env(
                 "FLOWRUNNER_DATABASE_URL",
-                format!("sqlite://{}", db.display()),
+                database_url.map_or_else(|| format!("sqlite://{}", db.display()), str::to_string),
+            )
+            // Required with PostgreSQL (SQLite keeps its key beside the file); not secret.
+            .env(
+                "FLOWRUNNER_SECRET_KEY",
+                "62656e63682d6b65792d6e6f742d7365637265742d6e6f742d7365637265742e",
             )
             .env("FLOWRUNNER_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("FLOWRUNNER_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -997,8 +1010,17 @@ impl Report {
         // Infallible: writing to a String.
         let _ = writeln!(
             out,
-            "\nFlowRunner server, release build, SQLite, loopback, {cores} cores (client and server share them), \
+            "\nFlowRunner server, release build, {}, loopback, {cores} cores (client and server share them), \
              completion observed via {wait}{}\n",
+            if opts
+                .database_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("postgres"))
+            {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            },
             if opts.access_log {
                 ", access log on"
             } else {
