@@ -32,6 +32,7 @@ flowrunner_store::backend_tests!(
     a_cancel_during_a_node_checkpoint_is_not_lost,
     a_waiting_nodes_start_is_stored_while_it_waits,
     submit_and_wait_answers_with_the_end,
+    dropping_the_engine_stops_its_executions,
 );
 
 const THREE: &str = r#"
@@ -845,5 +846,40 @@ async fn submit_and_wait_answers_with_the_end(db: &TestDatabase) -> TestResult {
     assert_eq!(ended.execution.id, running.execution.id);
     assert_eq!(ended.execution.status, ExecutionStatus::Cancelled);
     engine.shutdown().await;
+    Ok(())
+}
+
+/// Dropping the last handle stops the engine's executions where they are (they run on the
+/// journal writer's thread, which outlives no handle); the next engine resumes them.
+async fn dropping_the_engine_stops_its_executions(db: &TestDatabase) -> TestResult {
+    let s = setup(db).await?;
+    let short = flow(&s.store, &s.alice, &delay_flow("300ms", None)).await?;
+    let first = engine(&s.store, config()).await?;
+    let id = first
+        .submit(request(&short, &s.alice, json!({})))
+        .await?
+        .execution
+        .id;
+    until_events(&s.store, &id, Duration::from_secs(10), |events| {
+        events.iter().any(|e| e.kind == "node_checkpoint")
+    })
+    .await?;
+    drop(first);
+    // Well past the delay: nothing ran it to its end.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let record = s
+        .store
+        .get_execution(&id, Scope::All)
+        .await?
+        .ok_or("stored")?;
+    assert!(!record.status.is_terminal(), "kept running: {record:?}");
+    // Its lease is still the dropped engine's; on SQLite a new engine takes everything.
+    if db.backend() == flowrunner_store::Backend::Sqlite {
+        let second = engine(&s.store, config()).await?;
+        let done = finished(&second, &id, Duration::from_secs(10)).await?;
+        assert_eq!(done.status, ExecutionStatus::Completed);
+        assert_journal(&history(&second, &id).await?);
+        second.shutdown().await;
+    }
     Ok(())
 }
