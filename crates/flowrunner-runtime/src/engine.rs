@@ -127,7 +127,7 @@ impl Engine {
                 .progress
                 .outputs
                 .iter()
-                .map(|(k, v)| (k.clone(), (**v).clone()))
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
                 .collect(),
             last_node: self
                 .progress

@@ -471,7 +471,7 @@ fn progress_from_snapshot(flow: &Flow, snapshot: &Snapshot) -> Result<Progress> 
         outputs: snapshot
             .outputs
             .iter()
-            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
             .collect(),
         last_node,
         steps: snapshot.steps,

@@ -1,6 +1,7 @@
 //! The resumable state of an execution between two nodes.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use flowrunner_domain::ExecutionId;
@@ -33,8 +34,9 @@ pub struct Snapshot {
     /// The validated input.
     pub input: Value,
     /// Outputs of completed nodes by node id (the latest run of each node), in the order the
-    /// nodes first completed.
-    pub outputs: IndexMap<String, Value>,
+    /// nodes first completed. Shared with the running execution (taking a snapshot after each
+    /// node copies no output).
+    pub outputs: IndexMap<String, Arc<Value>>,
     /// The last node that completed (its output is the result when the flow has no `output`).
     pub last_node: Option<String>,
     /// Node runs made so far (checked against `max_steps`).
@@ -61,7 +63,7 @@ impl Snapshot {
         secrets.redact_value(&mut self.input);
         self.outputs
             .values_mut()
-            .for_each(|output| secrets.redact_value(output));
+            .for_each(|output| secrets.redact_value(Arc::make_mut(output)));
         if let Some(error) = &mut self.error {
             secrets.redact_value(error);
         }
