@@ -14,7 +14,7 @@ use serde_json::json;
 
 use common::{
     TestResult, assert_journal, config, engine, finished, flow, history, request, setup,
-    until_events,
+    submit_until, until_events,
 };
 
 flowrunner_store::backend_tests!(
@@ -425,15 +425,7 @@ async fn run_hanging_http_call(
     );
     let f = flow(&s.store, &s.alice, &definition).await?;
     let engine = engine(&s.store, config()).await?;
-    let id = engine
-        .submit(request(&f, &s.alice, json!({})))
-        .await?
-        .execution
-        .id;
-    until_events(&s.store, &id, Duration::from_secs(10), |events| {
-        events.iter().any(|e| e.kind == "node_started")
-    })
-    .await?;
+    let id = submit_until(&engine, &s.store, &f, &s.alice, "node_started").await?;
     Ok((engine, id))
 }
 
@@ -855,15 +847,7 @@ async fn dropping_the_engine_stops_its_executions(db: &TestDatabase) -> TestResu
     let s = setup(db).await?;
     let short = flow(&s.store, &s.alice, &delay_flow("300ms", None)).await?;
     let first = engine(&s.store, config()).await?;
-    let id = first
-        .submit(request(&short, &s.alice, json!({})))
-        .await?
-        .execution
-        .id;
-    until_events(&s.store, &id, Duration::from_secs(10), |events| {
-        events.iter().any(|e| e.kind == "node_checkpoint")
-    })
-    .await?;
+    let id = submit_until(&first, &s.store, &short, &s.alice, "node_checkpoint").await?;
     drop(first);
     // Well past the delay: nothing ran it to its end.
     tokio::time::sleep(Duration::from_millis(900)).await;

@@ -99,6 +99,26 @@ pub async fn finished(
     }
 }
 
+/// Submits a run of `flow` (empty input) and waits until its journal holds an entry of `kind`.
+pub async fn submit_until(
+    engine: &Engine,
+    store: &Store,
+    flow: &FlowRecord,
+    owner: &Account,
+    kind: &str,
+) -> TestResult<ExecutionId> {
+    let id = engine
+        .submit(request(flow, owner, serde_json::json!({})))
+        .await?
+        .execution
+        .id;
+    until_events(store, &id, Duration::from_secs(10), |events| {
+        events.iter().any(|e| e.kind == kind)
+    })
+    .await?;
+    Ok(id)
+}
+
 /// Polls until `check` holds for the execution's stored events.
 pub async fn until_events(
     store: &Store,
