@@ -218,6 +218,20 @@ impl SessionCache {
         self.lock().tokens.invalidate(jti);
     }
 
+    /// A guard that drops what the cache holds about `account` when it is dropped: hold it
+    /// across a write that changes the account, so that the entry goes once the write returned
+    /// (also with an error: it may have been committed) and also when the caller is cancelled
+    /// while the write is in flight (the store's write may still complete).
+    pub fn invalidate_account_on_drop<'a>(
+        &'a self,
+        account: &'a AccountId,
+    ) -> InvalidateOnDrop<'a> {
+        InvalidateOnDrop {
+            cache: self,
+            entry: Keyed::Account(account),
+        }
+    }
+
     /// Forgets everything.
     pub fn clear(&self) {
         let mut tables = self.lock();
@@ -313,76 +327,43 @@ impl<S: SessionStore> SessionStore for CachedSessions<'_, S> {
         // Invalidates once the write returns, also on failure (it may have been committed
         // before the error) and if this future is dropped mid-write (a cancelled request: the
         // store's write may still complete).
-        let _invalidate = InvalidateTokenOnDrop {
+        let _invalidate = InvalidateOnDrop {
             cache: self.cache,
-            jti,
+            entry: Keyed::Token(jti),
         };
         self.store.revoke(jti, expires_at).await
     }
 }
 
-/// Invalidates a token's entry when dropped.
-struct InvalidateTokenOnDrop<'a> {
+/// Invalidates a cache entry when dropped (see [`SessionCache::invalidate_account_on_drop`]).
+#[must_use = "the entry is invalidated when the guard is dropped"]
+pub struct InvalidateOnDrop<'a> {
     cache: &'a SessionCache,
-    jti: &'a str,
+    entry: Keyed<'a>,
 }
 
-impl Drop for InvalidateTokenOnDrop<'_> {
+/// Which entry an [`InvalidateOnDrop`] drops.
+enum Keyed<'a> {
+    Account(&'a AccountId),
+    Token(&'a str),
+}
+
+impl Drop for InvalidateOnDrop<'_> {
     fn drop(&mut self) {
-        self.cache.invalidate_token(self.jti);
+        match self.entry {
+            Keyed::Account(account) => self.cache.invalidate_account(account),
+            Keyed::Token(jti) => self.cache.invalidate_token(jti),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use flowrunner_domain::Role;
 
     use super::*;
+    use crate::memory_store::MemoryStore;
     use crate::{Authenticator, Error, TokenService};
-
-    /// A store in memory that counts its reads.
-    #[derive(Default)]
-    struct CountingStore {
-        accounts: Mutex<HashMap<AccountId, AccountAuth>>,
-        revoked: Mutex<HashSet<String>>,
-        account_reads: AtomicUsize,
-        revocation_reads: AtomicUsize,
-    }
-
-    impl CountingStore {
-        fn set_account(&self, id: &AccountId, auth: Option<AccountAuth>) {
-            let mut accounts = self.accounts.lock().expect("lock");
-            match auth {
-                Some(auth) => accounts.insert(id.clone(), auth),
-                None => accounts.remove(id),
-            };
-        }
-
-        fn reads(&self) -> (usize, usize) {
-            (
-                self.account_reads.load(Ordering::SeqCst),
-                self.revocation_reads.load(Ordering::SeqCst),
-            )
-        }
-    }
-
-    impl SessionStore for CountingStore {
-        async fn account_auth(&self, account: &AccountId) -> Result<Option<AccountAuth>> {
-            self.account_reads.fetch_add(1, Ordering::SeqCst);
-            Ok(self.accounts.lock().expect("lock").get(account).cloned())
-        }
-        async fn is_revoked(&self, jti: &str) -> Result<bool> {
-            self.revocation_reads.fetch_add(1, Ordering::SeqCst);
-            Ok(self.revoked.lock().expect("lock").contains(jti))
-        }
-        async fn revoke(&self, jti: &str, _expires_at: DateTime<Utc>) -> Result<()> {
-            self.revoked.lock().expect("lock").insert(jti.to_string());
-            Ok(())
-        }
-    }
 
     /// A store whose reads always fail.
     struct FailingStore;
@@ -408,11 +389,9 @@ mod tests {
         }
     }
 
-    fn setup(
-        config: SessionCacheConfig,
-    ) -> (Authenticator, CountingStore, SessionCache, AccountId) {
+    fn setup(config: SessionCacheConfig) -> (Authenticator, MemoryStore, SessionCache, AccountId) {
         let tokens = TokenService::new(crate::generate_secret().as_bytes(), HOUR).expect("tokens");
-        let store = CountingStore::default();
+        let store = MemoryStore::default();
         let id = AccountId::generate();
         store.set_account(&id, Some(user()));
         (
@@ -728,7 +707,7 @@ mod tests {
 
     /// A store whose `revoke` records the revocation and then never returns (a request
     /// cancelled while its write is in flight).
-    struct StuckRevoke<'a>(&'a CountingStore);
+    struct StuckRevoke<'a>(&'a MemoryStore);
 
     impl SessionStore for StuckRevoke<'_> {
         async fn account_auth(&self, account: &AccountId) -> Result<Option<AccountAuth>> {

@@ -12,13 +12,15 @@
 
 mod cache;
 mod error;
+#[cfg(test)]
+mod memory_store;
 mod password;
 mod session;
 mod token;
 
 pub use cache::{
-    CacheSize, CachedSessions, DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL, SessionCache,
-    SessionCacheConfig,
+    CacheSize, CachedSessions, DEFAULT_CACHE_MAX_ENTRIES, DEFAULT_CACHE_TTL, InvalidateOnDrop,
+    SessionCache, SessionCacheConfig,
 };
 pub use error::{Error, Result};
 pub use password::{MAX_PASSWORD_BYTES, PasswordHasher};

@@ -147,30 +147,10 @@ impl Authenticator {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{HashMap, HashSet};
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use super::*;
-
-    #[derive(Default)]
-    struct MemoryStore {
-        accounts: Mutex<HashMap<AccountId, AccountAuth>>,
-        revoked: Mutex<HashSet<String>>,
-    }
-
-    impl SessionStore for MemoryStore {
-        async fn account_auth(&self, account: &AccountId) -> Result<Option<AccountAuth>> {
-            Ok(self.accounts.lock().expect("lock").get(account).cloned())
-        }
-        async fn is_revoked(&self, jti: &str) -> Result<bool> {
-            Ok(self.revoked.lock().expect("lock").contains(jti))
-        }
-        async fn revoke(&self, jti: &str, _expires_at: DateTime<Utc>) -> Result<()> {
-            self.revoked.lock().expect("lock").insert(jti.to_string());
-            Ok(())
-        }
-    }
+    use crate::memory_store::MemoryStore;
 
     fn setup(role: Role) -> (Authenticator, MemoryStore, AccountId) {
         let tokens = TokenService::new(
@@ -180,12 +160,12 @@ mod tests {
         .expect("tokens");
         let store = MemoryStore::default();
         let id = AccountId::generate();
-        store.accounts.lock().expect("lock").insert(
-            id.clone(),
-            AccountAuth {
+        store.set_account(
+            &id,
+            Some(AccountAuth {
                 role,
                 tokens_valid_after: None,
-            },
+            }),
         );
         (Authenticator::new(tokens), store, id)
     }
@@ -203,12 +183,12 @@ mod tests {
         assert_eq!(principal.token_id, token.claims.jti);
 
         // Demoted after the token was issued: the current role wins.
-        store.accounts.lock().expect("lock").insert(
-            id.clone(),
-            AccountAuth {
+        store.set_account(
+            &id,
+            Some(AccountAuth {
                 role: Role::User,
                 tokens_valid_after: None,
-            },
+            }),
         );
         let principal = auth
             .authenticate(&store, &token.token)
@@ -243,12 +223,12 @@ mod tests {
         // Password change: earlier tokens die, a token issued right after is fine.
         let before = auth.login(&id, Role::User).expect("login");
         let cutoff = Utc::now() + chrono::Duration::milliseconds(5);
-        store.accounts.lock().expect("lock").insert(
-            id.clone(),
-            AccountAuth {
+        store.set_account(
+            &id,
+            Some(AccountAuth {
                 role: Role::User,
                 tokens_valid_after: Some(cutoff),
-            },
+            }),
         );
         assert!(matches!(
             auth.authenticate(&store, &before.token).await,
@@ -263,7 +243,7 @@ mod tests {
             .expect("issued at the cutoff is valid");
 
         // Account deleted.
-        store.accounts.lock().expect("lock").clear();
+        store.clear_accounts();
         assert!(matches!(
             auth.authenticate(&store, &after.token).await,
             Err(Error::TokenRevoked)

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::journal::{Committed, StoreJournal, convert, row_change};
 use crate::types::{
     LiveEvents, LogLine, RunRequest, StoredEvent, Submitted, SubscriberState, Watch,
+    terminal_status,
 };
 
 /// How often an execution whose journal failed is retried before it is marked failed.
@@ -216,11 +217,8 @@ impl Ended {
             return false;
         };
         let terminal = &self.terminal;
-        let status = match terminal.kind.as_str() {
-            "completed" => ExecutionStatus::Completed,
-            "failed" => ExecutionStatus::Failed,
-            "cancelled" => ExecutionStatus::Cancelled,
-            _ => return false,
+        let Some(status) = terminal_status(&terminal.kind) else {
+            return false;
         };
         let text = |field: &str| {
             terminal

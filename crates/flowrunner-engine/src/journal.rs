@@ -11,7 +11,7 @@ use flowrunner_dsl::Flow;
 use flowrunner_runtime::{BoxFuture, Event, EventKind, Journal, JournalError, Snapshot};
 use flowrunner_store::{JournalEntry, JournalWriter, NewEvent, RowChange, Ticket};
 
-use crate::types::StoredEvent;
+use crate::types::{StoredEvent, terminal_status};
 
 /// A journal entry on its way to live subscribers once committed: the [`StoredEvent`] with its
 /// `data` still the JSON text that was stored, parsed only for a subscriber that needs it (most
@@ -30,7 +30,7 @@ pub(crate) struct Committed {
 impl Committed {
     /// Whether the execution ends with this entry.
     pub(crate) fn is_terminal(&self) -> bool {
-        matches!(self.kind, "completed" | "failed" | "cancelled")
+        terminal_status(self.kind).is_some()
     }
 
     /// The event as subscribers get it (`data` parsed).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
-use flowrunner_domain::{ExecutionId, FlowId, LogLevel};
+use flowrunner_domain::{ExecutionId, ExecutionStatus, FlowId, LogLevel};
 use flowrunner_store::{ExecutionRecord, Scope};
 use tokio::sync::mpsc;
 
@@ -57,8 +57,16 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Whether the execution ends with this event (`completed`, `failed`, `cancelled`).
     pub fn is_terminal(&self) -> bool {
-        matches!(self.kind.as_str(), "completed" | "failed" | "cancelled")
+        terminal_status(&self.kind).is_some()
     }
+}
+
+/// The status an entry of journal `kind` ends its execution with: the terminal entries are
+/// named after it (`completed`, `failed`, `cancelled`). `None` for every other kind.
+pub(crate) fn terminal_status(kind: &str) -> Option<ExecutionStatus> {
+    kind.parse::<ExecutionStatus>()
+        .ok()
+        .filter(|status| status.is_terminal())
 }
 
 /// One line of an execution's log: a `log` event, or a line synthesized for a lifecycle

@@ -15,6 +15,20 @@ use flowrunner_runtime::{
 use serde_json::{Value, json};
 use support::{Reply, TestServer, assert_contiguous, collect, kinds, node_failures, runtime};
 
+/// The journaled completion of `node` and the snapshot recorded with it.
+fn completion_of(journal: &MemoryJournal, node: &str) -> (Event, Snapshot) {
+    journal
+        .entries()
+        .into_iter()
+        .find_map(|(e, snapshot)| match &e.kind {
+            EventKind::NodeCompleted { node_id, .. } if node_id == node => {
+                Some((e.clone(), snapshot.expect("snapshot with node completion")))
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{node} completed"))
+}
+
 fn flow(runtime: &Runtime, yaml: &str) -> Arc<Flow> {
     match runtime.parse(yaml) {
         Ok(parsed) => Arc::new(parsed.flow),
@@ -558,13 +572,7 @@ async fn resumes_from_a_snapshot_taken_after_the_first_node() {
         &entries.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
         0,
     );
-    let (after_a, snapshot) = entries
-        .iter()
-        .find(
-            |(e, _)| matches!(&e.kind, EventKind::NodeCompleted { node_id, .. } if node_id == "a"),
-        )
-        .expect("a completed");
-    let snapshot = snapshot.clone().expect("snapshot with node completion");
+    let (after_a, snapshot) = completion_of(&journal, "a");
     assert_eq!(snapshot.next_node.as_deref(), Some("b"));
     assert_eq!(snapshot.next_seq, after_a.seq + 1);
     assert_eq!(snapshot.steps, 1);
@@ -613,14 +621,7 @@ async fn a_resume_numbers_events_after_what_the_journal_already_holds() {
     )
     .await
     .expect("run");
-    let snapshot = journal
-        .entries()
-        .into_iter()
-        .find_map(|(e, snapshot)| match &e.kind {
-            EventKind::NodeCompleted { node_id, .. } if node_id == "a" => snapshot,
-            _ => None,
-        })
-        .expect("snapshot after a");
+    let (_, snapshot) = completion_of(&journal, "a");
     for (first_seq, expected) in [
         (snapshot.next_seq + 3, snapshot.next_seq + 3),
         (0, snapshot.next_seq),
@@ -944,12 +945,7 @@ nodes:
     )
     .await
     .expect("run");
-    let snapshot = journal
-        .entries()
-        .into_iter()
-        .find(|(e, _)| matches!(&e.kind, EventKind::NodeCompleted { node_id, .. } if node_id == "auth"))
-        .and_then(|(_, s)| s)
-        .expect("snapshot after auth");
+    let (_, snapshot) = completion_of(&journal, "auth");
     assert_eq!(snapshot.secret_keys.iter().collect::<Vec<_>>(), vec!["KEY"]);
     let mut request = ExecutionRequest::new(flow, json!({}))
         .resume(snapshot)

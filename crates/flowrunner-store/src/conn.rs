@@ -10,7 +10,6 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::{Backend, Target};
 use crate::error::{Error, Result};
-use crate::writer::WAL_SIZE_LIMIT;
 
 /// SQLite migrations (`migrations/sqlite` at the repository root).
 pub(crate) const SQLITE_MIGRATIONS: EmbeddedMigrations =
@@ -67,6 +66,10 @@ impl DbConn {
         }
     }
 }
+
+/// Largest SQLite WAL file kept after the WAL starts over (`journal_size_limit`; the writer's
+/// checkpointer makes it start over, see `writer::spawn_checkpointer`).
+pub(crate) const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Opens one connection to `target`, with the per-connection SQLite pragmas applied.
 pub(crate) fn connect(target: &Target) -> Result<DbConn> {

@@ -351,9 +351,6 @@ impl Store {
 
 /// How often the checkpointer moves the SQLite WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-/// Largest WAL file kept after the WAL starts over (`journal_size_limit`).
-pub(crate) const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
-
 /// What `PRAGMA wal_checkpoint` reports.
 #[derive(diesel::QueryableByName)]
 struct Checkpoint {
@@ -381,7 +378,7 @@ fn checkpoint(conn: &mut DbConn, mode: &str) -> Result<Checkpoint> {
 /// holds `restart_frames`, a `RESTART` checkpoint follows: it holds the write lock while it
 /// copies the few frames the `PASSIVE` one left and syncs (the writer waits that long), then
 /// the next commit writes the WAL from its start again (pages already cached, no file growth;
-/// `journal_size_limit` trims a file that grew past [`WAL_SIZE_LIMIT`]).
+/// `journal_size_limit` trims a file that grew past [`conn::WAL_SIZE_LIMIT`]).
 fn spawn_checkpointer(
     mut conn: DbConn,
     restart_frames: i64,

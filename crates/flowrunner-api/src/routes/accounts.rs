@@ -36,20 +36,6 @@ pub(crate) fn visible_account_id(caller: &Caller, raw: &str) -> Result<AccountId
     Ok(id)
 }
 
-/// Drops what the session cache holds about an account when dropped: once the write that
-/// changed it returned (also with an error: it may have been committed), and also when the
-/// request is cancelled while the write is in flight (the store's write still completes).
-struct InvalidateOnDrop<'a> {
-    state: &'a AppState,
-    id: &'a AccountId,
-}
-
-impl Drop for InvalidateOnDrop<'_> {
-    fn drop(&mut self) {
-        self.state.invalidate_account(self.id);
-    }
-}
-
 fn email_taken(err: flowrunner_store::Error) -> Error {
     match err {
         flowrunner_store::Error::Conflict(_) => {
@@ -184,10 +170,7 @@ pub async fn update(
         // A role or password change moves the account's token cut-off: this process sees it
         // from the next request on.
         let updated = {
-            let _invalidate = InvalidateOnDrop {
-                state: &state,
-                id: &id,
-            };
+            let _invalidate = state.session_cache().invalidate_account_on_drop(&id);
             state.store().update_account(&id, changes).await
         };
         updated.map_err(email_taken)?.ok_or_else(not_found)?
@@ -206,10 +189,7 @@ pub async fn delete(
     let id = AccountId::parse(&path).map_err(|_| not_found())?;
     // Its tokens get 401 from the next request on.
     let deleted = {
-        let _invalidate = InvalidateOnDrop {
-            state: &state,
-            id: &id,
-        };
+        let _invalidate = state.session_cache().invalidate_account_on_drop(&id);
         state.store().delete_account(&id).await
     };
     if !deleted.map_err(|e| Error::from_store(e, "Account"))? {
