@@ -2,7 +2,7 @@
 //! queries, live watching, recovery at start and shutdown.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -935,12 +935,15 @@ impl Inner {
     /// A job that continues a stored execution from its snapshot (or from the start).
     async fn resume_job(&self, record: &ExecutionRecord, next_seq: i64) -> Result<Job> {
         let entry = self.flow_for_revision(&record.revision_id).await?;
-        let resume = record
+        let mut resume = record
             .snapshot
             .clone()
             .map(serde_json::from_value::<Snapshot>)
             .transpose()
             .map_err(|e| Error::Runtime(format!("unreadable snapshot: {e}")))?;
+        if let Some(snapshot) = &mut resume {
+            self.advance_past_completions(snapshot, &entry.flow).await?;
+        }
         Ok(Job {
             id: record.id.clone(),
             flow_id: record.flow_id.clone(),
@@ -951,6 +954,37 @@ impl Inner {
             next_seq,
             retries: 0,
         })
+    }
+
+    /// Moves a stored snapshot past the node completions journaled after it (their snapshots
+    /// are not stored, see `StoreJournal`).
+    async fn advance_past_completions(&self, snapshot: &mut Snapshot, flow: &Flow) -> Result<()> {
+        let filter = EventFilter {
+            after_seq: Some(i64::try_from(snapshot.next_seq).unwrap_or(i64::MAX) - 1),
+            // The `type` tag of `EventKind::NodeCompleted`.
+            kind: Some("node_completed".to_string()),
+            ..EventFilter::default()
+        };
+        let (completions, _) = self
+            .store
+            .list_execution_events(&snapshot.execution_id, filter, i64::MAX, 0)
+            .await?;
+        for stored in completions {
+            let event = stored
+                .data
+                .map(serde_json::from_value::<Event>)
+                .transpose()
+                .map_err(|e| {
+                    Error::Runtime(format!("unreadable journal entry {}: {e}", stored.seq))
+                })?
+                .ok_or_else(|| {
+                    Error::Runtime(format!("journal entry {} has no data", stored.seq))
+                })?;
+            snapshot
+                .advance(flow, &event)
+                .map_err(|e| Error::Runtime(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Queues a job and starts whatever may start; `true` when this job got a run slot now.
@@ -1075,6 +1109,11 @@ impl Inner {
             owner: self.config.worker_id.clone(),
             lease: self.config.lease,
             closed: Arc::clone(&self.closed),
+            stored_secret_keys: AtomicUsize::new(
+                job.resume
+                    .as_ref()
+                    .map_or(usize::MAX, |snapshot| snapshot.secret_keys.len()),
+            ),
             pending: Mutex::new(Vec::new()),
         });
         // The journal may hold entries past the snapshot (node starts, log lines): go on after

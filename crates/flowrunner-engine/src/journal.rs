@@ -2,7 +2,7 @@
 //! runtime events to stored journal rows (kind, node, synthesized log lines).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
@@ -179,6 +179,10 @@ pub(crate) fn row_change(event: &Event, owner: &str, lease: Duration) -> RowChan
 /// without waiting (the single ordered writer commits them in the same or an earlier
 /// transaction than the next awaited one). A queued write that failed is reported at the next
 /// awaited one, which stops the execution (the runtime reports it as interrupted).
+///
+/// Snapshots are stored with `started`, checkpoints, error edges and the completions of nodes
+/// that read a new secret; the snapshot of any other node completion is left to be rebuilt on
+/// resume from the last stored one and the completions after it ([`Snapshot::advance`]).
 pub(crate) struct StoreJournal {
     pub(crate) writer: JournalWriter<Committed>,
     pub(crate) flow: Arc<Flow>,
@@ -188,6 +192,8 @@ pub(crate) struct StoreJournal {
     pub(crate) lease: Duration,
     /// Set when the engine shuts down: nothing more is written.
     pub(crate) closed: Arc<AtomicBool>,
+    /// How many secret keys the last stored snapshot holds (`usize::MAX`: none stored yet).
+    pub(crate) stored_secret_keys: AtomicUsize,
     /// Queued writes not yet known to be committed.
     pub(crate) pending: std::sync::Mutex<Vec<Ticket<()>>>,
 }
@@ -244,6 +250,20 @@ impl StoreJournal {
                 EventKind::NodeCompleted { .. } => snapshot.next_node.is_some(),
                 _ => true,
             });
+        // A node completion's snapshot is rebuilt on resume from the last stored one and the
+        // completions after it (`Snapshot::advance`), unless the node read a new secret: only
+        // the others are stored (each stored one rewrote the execution row with every output
+        // so far).
+        let snapshot = snapshot.filter(|snapshot| {
+            let derivable = matches!(event.kind, EventKind::NodeCompleted { .. })
+                && snapshot.in_flight.is_none()
+                && snapshot.secret_keys.len() == self.stored_secret_keys.load(Ordering::Acquire);
+            if !derivable {
+                self.stored_secret_keys
+                    .store(snapshot.secret_keys.len(), Ordering::Release);
+            }
+            !derivable
+        });
         let snapshot = snapshot
             .map(serde_json::to_string)
             .transpose()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use flowrunner_engine::{
@@ -33,6 +33,7 @@ flowrunner_store::backend_tests!(
     a_waiting_nodes_start_is_stored_while_it_waits,
     submit_and_wait_answers_with_the_end,
     dropping_the_engine_stops_its_executions,
+    a_resume_rebuilds_the_snapshot_from_the_completions_after_it,
 );
 
 const THREE: &str = r#"
@@ -865,5 +866,94 @@ async fn dropping_the_engine_stops_its_executions(db: &TestDatabase) -> TestResu
         assert_journal(&history(&second, &id).await?);
         second.shutdown().await;
     }
+    Ok(())
+}
+
+/// A TCP server on 127.0.0.1:0 that never answers its first request and answers every later
+/// one with `200 {"ok": true}`.
+fn hang_once_server() -> TestResult<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            if held.is_empty() {
+                held.push(stream);
+                continue;
+            }
+            let body = r#"{"ok": true}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
+
+/// The snapshots of plain node completions are not stored (docs/executions.md): an execution
+/// stopped after two of them resumes from the stored `started` snapshot moved past both
+/// completions, so neither node runs again and later nodes still see their outputs.
+async fn a_resume_rebuilds_the_snapshot_from_the_completions_after_it(
+    db: &TestDatabase,
+) -> TestResult {
+    let s = setup(db).await?;
+    let base = hang_once_server()?;
+    let definition = format!(
+        r#"
+metadata: {{ name: rebuilt }}
+inputs:
+  name: {{ type: string, required: true }}
+start: one
+nodes:
+  one: {{ type: transform, params: {{ value: "hi {{{{ input.name }}}}" }}, next: check }}
+  check: {{ type: condition, params: {{ if: "input.name == 'ann'" }}, next: {{ "true": call, "false": two }} }}
+  two: {{ type: transform, params: {{ value: "wrong branch" }} }}
+  call: {{ type: http.request, params: {{ url: "{base}/call" }}, timeout: 60s, next: last }}
+  last: {{ type: transform, params: {{ value: {{ one: "{{{{ nodes.one.output }}}}", ok: "{{{{ nodes.call.output.body.ok }}}}" }} }} }}
+"#
+    );
+    let f = flow(&s.store, &s.alice, &definition).await?;
+    let first = engine(&s.store, config()).await?;
+    let run = request(&f, &s.alice, json!({"name": "ann"}));
+    let id = first.submit(run).await?.execution.id;
+    until_events(&s.store, &id, Duration::from_secs(10), |events| {
+        events
+            .iter()
+            .any(|e| e.kind == "node_started" && e.node_id.as_deref() == Some("call"))
+    })
+    .await?;
+    // The stored snapshot is the one taken at the start: the two completions carry none.
+    let stored = s
+        .store
+        .get_execution(&id, Scope::All)
+        .await?
+        .ok_or("stored")?;
+    let snapshot = stored.snapshot.ok_or("a snapshot")?;
+    assert_eq!(snapshot["steps"], 0, "{snapshot}");
+    assert_eq!(snapshot["next_node"], "one", "{snapshot}");
+    first.shutdown().await;
+
+    let second = engine(&s.store, config()).await?;
+    let done = finished(&second, &id, Duration::from_secs(20)).await?;
+    assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
+    assert_eq!(done.result, Some(json!({"one": "hi ann", "ok": true})));
+    let events = history(&second, &id).await?;
+    assert_journal(&events);
+    let completed: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "node_completed")
+        .filter_map(|e| e.node_id.as_deref())
+        .collect();
+    assert_eq!(completed, ["one", "check", "call", "last"]);
+    let resumed = events
+        .iter()
+        .find(|e| e.kind == "resumed")
+        .ok_or("a resumed entry")?;
+    assert_eq!(resumed.data["node_id"], "call");
+    second.shutdown().await;
     Ok(())
 }

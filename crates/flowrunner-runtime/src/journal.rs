@@ -35,7 +35,9 @@ impl JournalError {
 ///
 /// The engine awaits `record` for every event, in `seq` order, before it continues. When a
 /// snapshot is given, persisting it with the event makes the execution resumable from that
-/// point. If `record` fails the execution stops with
+/// point. A journal may skip the snapshots of `node_completed` events that
+/// [`Snapshot::advance`] can rebuild from the previous snapshot and the events after it (see
+/// there which), and rebuild them on resume. If `record` fails the execution stops with
 /// [`crate::ExecutionOutcome::Interrupted`]: nothing after the last recorded event happened.
 pub trait Journal: Send + Sync {
     /// Records one event, and the snapshot taken with it if any.

@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use flowrunner_domain::ExecutionId;
+use flowrunner_dsl::Flow;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::event::{Event, EventKind};
 
 /// Current [`Snapshot::format`] version.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -54,6 +57,68 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Moves this snapshot past `event`, a `node_completed` entry of the same execution that
+    /// was recorded after it: the snapshot the runtime gave with that entry, rebuilt from the
+    /// entry alone. Other kinds of entries (node starts, retries, log lines) change nothing a
+    /// snapshot holds besides the next `seq`, and are skipped without an error.
+    ///
+    /// This lets a journal store a full snapshot only now and then and rebuild the latest one
+    /// on resume from the last stored snapshot and the completions recorded after it (the
+    /// server's journal does). It rebuilds exactly the runtime's snapshot as long as the run
+    /// read no new secret in between: a snapshot whose [`Snapshot::secret_keys`] grew, one with
+    /// a node checkpoint ([`Snapshot::in_flight`]) and one given with any other event must be
+    /// stored as given.
+    pub fn advance(&mut self, flow: &Flow, event: &Event) -> crate::Result<()> {
+        let mismatch = |reason: String| crate::Error::SnapshotMismatch {
+            execution_id: self.execution_id.clone(),
+            reason,
+        };
+        if event.execution_id != self.execution_id {
+            return Err(mismatch(format!(
+                "entry {} belongs to execution {}",
+                event.seq, event.execution_id
+            )));
+        }
+        if event.seq < self.next_seq {
+            return Err(mismatch(format!(
+                "entry {} precedes the snapshot (next entry {})",
+                event.seq, self.next_seq
+            )));
+        }
+        let next_seq = event.seq.saturating_add(1);
+        let EventKind::NodeCompleted {
+            node_id,
+            outcome,
+            output,
+            ..
+        } = &event.kind
+        else {
+            self.next_seq = next_seq;
+            return Ok(());
+        };
+        let node = flow
+            .nodes
+            .get(node_id)
+            .ok_or_else(|| mismatch(format!("node `{node_id}` does not exist in the flow")))?;
+        let next_node = match node.next.get(outcome) {
+            Some(target) if flow.nodes.contains_key(target) => Some(target.clone()),
+            Some(target) => {
+                return Err(mismatch(format!(
+                    "node `{node_id}` has an edge `{outcome}` to unknown node `{target}`"
+                )));
+            }
+            None => None,
+        };
+        self.outputs
+            .insert(node_id.clone(), Arc::new(output.clone()));
+        self.last_node = Some(node_id.clone());
+        self.steps = self.steps.saturating_add(1);
+        self.next_node = next_node;
+        self.next_seq = next_seq;
+        self.in_flight = None;
+        Ok(())
+    }
+
     /// Redacts every secret value read so far (some may have been read after a value was
     /// recorded).
     pub(crate) fn redact(&mut self, secrets: &crate::secrets::SecretTracker) {

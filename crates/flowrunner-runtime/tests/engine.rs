@@ -960,3 +960,99 @@ nodes:
     let text = serde_json::to_string(&events).expect("json");
     assert!(!text.contains(SECRET), "{text}");
 }
+
+/// `Snapshot::advance` rebuilds, from the previous snapshot and the entries recorded after it,
+/// every snapshot the runtime gives with a node completion that read no new secret: branches,
+/// log lines, a retried node and an error edge in between. Snapshots it cannot rebuild (a new
+/// secret read) differ in their secret keys, as its documentation says.
+#[tokio::test]
+async fn snapshots_of_node_completions_are_rebuilt_from_the_entries() {
+    let rt = runtime();
+    let yaml = r#"
+metadata: { name: replayed }
+inputs:
+  n: { type: number, required: true }
+nodes:
+  first:
+    type: transform
+    params: { value: { n: "{{ input.n }}" } }
+    next: check
+  check:
+    type: condition
+    params: { if: "input.n > 1" }
+    next: { "true": big, "false": small }
+  big:
+    type: log
+    params: { message: "big {{ nodes.first.output.n }}" }
+    next: boom
+  small:
+    type: log
+    params: { message: "small" }
+    next: boom
+  boom:
+    type: fail
+    params: { message: "planned" }
+    retry: { max_attempts: 2, initial_delay: 1ms }
+    next: { error: recover }
+  recover:
+    type: transform
+    params: { value: { error: "{{ error.message }}", key: "{{ secrets.KEY }}" } }
+    next: last
+  last:
+    type: transform
+    params: { value: "{{ nodes.recover.output.error }} after {{ nodes.check.output }}" }
+"#;
+    let flow = flow(&rt, yaml);
+    let journal = Arc::new(MemoryJournal::new());
+    let outcome = rt
+        .run(
+            ExecutionRequest::new(Arc::clone(&flow), json!({"n": 3}))
+                .secrets(Arc::new(StaticSecrets::new().with("KEY", "k3y-value")))
+                .journal(Arc::clone(&journal) as Arc<dyn Journal>),
+        )
+        .await
+        .expect("run");
+    assert!(
+        matches!(outcome, ExecutionOutcome::Completed { .. }),
+        "{outcome:?}"
+    );
+    let mut rebuilt: Option<Snapshot> = None;
+    let (mut checked, mut grew) = (Vec::new(), 0);
+    for (event, snapshot) in journal.entries() {
+        if let Some(base) = &mut rebuilt {
+            base.advance(&flow, &event).expect("advance");
+        }
+        let Some(snapshot) = snapshot else { continue };
+        if let (EventKind::NodeCompleted { node_id, .. }, Some(base)) = (&event.kind, &rebuilt) {
+            if base.secret_keys == snapshot.secret_keys {
+                assert_eq!(base, &snapshot, "rebuilt after {node_id}");
+                checked.push(node_id.clone());
+            } else {
+                grew += 1;
+            }
+        }
+        rebuilt = Some(snapshot);
+    }
+    // `recover` read the secret: its snapshot is the one that must be stored as given.
+    assert_eq!(checked, ["first", "check", "big", "last"]);
+    assert_eq!(grew, 1);
+
+    // Entries of another execution, from before the snapshot or naming unknown nodes are
+    // refused.
+    let (event, snapshot) = completion_of(&journal, "check");
+    let mut before = completion_of(&journal, "first").1;
+    let err = |mut base: Snapshot, event: &Event| {
+        base.advance(&flow, event).expect_err("refused").to_string()
+    };
+    assert!(err(snapshot.clone(), &event).contains("precedes the snapshot"));
+    let mut other = event.clone();
+    other.execution_id = ExecutionId::parse("exec-other").expect("id");
+    assert!(err(before.clone(), &other).contains("belongs to execution exec-other"));
+    let mut unknown = event.clone();
+    if let EventKind::NodeCompleted { node_id, .. } = &mut unknown.kind {
+        *node_id = "nowhere".into();
+    }
+    assert!(err(before.clone(), &unknown).contains("node `nowhere` does not exist"));
+    before.advance(&flow, &event).expect("advance");
+    assert_eq!(before, snapshot);
+}
