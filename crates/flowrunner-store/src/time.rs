@@ -35,10 +35,10 @@ impl DbTime {
     }
 }
 
-/// The text diesel's SQLite backend stores for `t`: chrono's `%F %T%.f`.
+/// The text diesel's SQLite backend stores for `t`: chrono's `%F %T%.f`, with the digits
+/// written directly (through `fmt` this was a few per cent of the journal writer's time).
 pub(crate) fn sqlite_text(t: &NaiveDateTime) -> String {
     use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
     let year = t.year();
     if !(0..=9999).contains(&year) {
         return t.format("%F %T%.f").to_string();
@@ -47,26 +47,32 @@ pub(crate) fn sqlite_text(t: &NaiveDateTime) -> String {
     // chrono's way: a leap second shows as second 60, its fraction after that.
     let second = t.second() + nanos / 1_000_000_000;
     let fraction = nanos % 1_000_000_000;
-    let mut text = String::with_capacity(32);
-    // Writing into a String cannot fail.
-    let _ = write!(
-        text,
-        "{year:04}-{:02}-{:02} {:02}:{:02}:{second:02}",
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute()
-    );
-    let _ = if fraction == 0 {
-        Ok(())
-    } else if fraction.is_multiple_of(1_000_000) {
-        write!(text, ".{:03}", fraction / 1_000_000)
-    } else if fraction.is_multiple_of(1_000) {
-        write!(text, ".{:06}", fraction / 1_000)
-    } else {
-        write!(text, ".{fraction:09}")
+    let mut text = Vec::with_capacity(29);
+    // `width` decimal digits of `value`, after `separator` if any.
+    let mut put = |separator: Option<u8>, value: u32, width: u32| {
+        text.extend(separator);
+        for place in (0..width).rev() {
+            // One decimal digit, as its ASCII byte.
+            text.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
+        }
     };
-    text
+    put(None, year.unsigned_abs(), 4);
+    put(Some(b'-'), t.month(), 2);
+    put(Some(b'-'), t.day(), 2);
+    put(Some(b' '), t.hour(), 2);
+    put(Some(b':'), t.minute(), 2);
+    put(Some(b':'), second, 2);
+    if fraction == 0 {
+        // No fraction.
+    } else if fraction.is_multiple_of(1_000_000) {
+        put(Some(b'.'), fraction / 1_000_000, 3);
+    } else if fraction.is_multiple_of(1_000) {
+        put(Some(b'.'), fraction / 1_000, 6);
+    } else {
+        put(Some(b'.'), fraction, 9);
+    }
+    // Only ASCII digits and separators were written.
+    String::from_utf8(text).unwrap_or_default()
 }
 
 impl diesel::serialize::ToSql<diesel::sql_types::Timestamp, diesel::sqlite::Sqlite> for DbTime {
