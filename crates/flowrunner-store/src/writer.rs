@@ -324,6 +324,7 @@ impl Store {
                 runtime.block_on(
                     Worker {
                         conn,
+                        group_inserts: matches!(target, Target::Postgres(_)),
                         target,
                         rx,
                         counters: thread_counters,
@@ -562,6 +563,11 @@ impl<P> JournalWriter<P> {
 
 struct Worker<P, F> {
     conn: DbConn,
+    /// Insert a batch's journal rows together (see `Worker::attempt`): on
+    /// PostgreSQL, where every statement is a round trip to the server (twice the executions
+    /// per second in docs/benchmarks.md). Not on SQLite, where a statement costs microseconds
+    /// and the multi-row statements measured slower.
+    group_inserts: bool,
     target: Target,
     rx: mpsc::Receiver<Op<P>>,
     counters: Arc<Counters>,
@@ -634,9 +640,14 @@ impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
             return;
         }
         let mut failed: Vec<Option<Error>> = (0..batch.len()).map(|_| None).collect();
+        let mut grouped = self.group_inserts;
         let outcome = loop {
-            match self.attempt(batch, &failed) {
+            match self.attempt(batch, &failed, grouped) {
                 Attempt::Committed(outputs) => break Ok(outputs),
+                Attempt::GroupFailed(err) => {
+                    log::debug!("journal writer: grouped insert failed ({err}); one by one");
+                    grouped = false;
+                }
                 Attempt::MessageFailed(index, err) => {
                     log::debug!("journal writer: message rejected: {err}");
                     if let Some(slot) = failed.get_mut(index) {
@@ -702,15 +713,39 @@ impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
         }
     }
 
-    fn attempt(&mut self, batch: &[Op<P>], failed: &[Option<Error>]) -> Attempt {
+    /// Runs the batch in one transaction. With `grouped`, each journal entry's execution-row
+    /// change (snapshot, status) is made in order as usual, but the journal rows themselves are
+    /// inserted together by multi-row statements after the batch's other writes (see
+    /// [`insert_events`]); a failure among them is reported as [`Attempt::GroupFailed`], and
+    /// the batch runs again one entry at a time to find the culprit.
+    fn attempt(&mut self, batch: &[Op<P>], failed: &[Option<Error>], grouped: bool) -> Attempt {
         if let Err(err) = begin(&mut self.conn) {
             return Attempt::BatchFailed(err);
         }
         let mut outputs = Vec::with_capacity(batch.len());
+        let mut rows: Vec<&NewEvent> = Vec::new();
         for (index, op) in batch.iter().enumerate() {
             if failed.get(index).is_some_and(Option::is_some) {
                 outputs.push(Output::Unit);
                 continue;
+            }
+            if grouped {
+                if let Op::Append { entry, .. } = op {
+                    if let Err(err) = change_row(&mut self.conn, entry) {
+                        rollback(&mut self.conn);
+                        return Attempt::MessageFailed(index, err);
+                    }
+                    rows.push(&entry.event);
+                    outputs.push(Output::Unit);
+                    continue;
+                }
+                // Claims read the journal (its highest `seq`): what came before goes first.
+                if matches!(op, Op::Claim { .. })
+                    && let Err(err) = insert_events(&mut self.conn, &std::mem::take(&mut rows))
+                {
+                    rollback(&mut self.conn);
+                    return Attempt::GroupFailed(err);
+                }
             }
             match apply(&mut self.conn, op) {
                 Ok(output) => outputs.push(output),
@@ -719,6 +754,10 @@ impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
                     return Attempt::MessageFailed(index, err);
                 }
             }
+        }
+        if let Err(err) = insert_events(&mut self.conn, &rows) {
+            rollback(&mut self.conn);
+            return Attempt::GroupFailed(err);
         }
         match <DbConn as Connection>::TransactionManager::commit_transaction(&mut self.conn) {
             Ok(()) => Attempt::Committed(outputs),
@@ -733,6 +772,8 @@ impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
 enum Attempt {
     Committed(Vec<Output>),
     MessageFailed(usize, Error),
+    /// One of the rows inserted together failed (which one is not known).
+    GroupFailed(Error),
     BatchFailed(Error),
 }
 
@@ -878,6 +919,13 @@ fn apply<P>(conn: &mut DbConn, op: &Op<P>) -> Result<Output> {
 }
 
 fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
+    change_row(conn, entry)?;
+    EventRows::<1>(&[EventRow::of(&entry.event)]).run(conn)
+}
+
+/// The execution-row part of an entry (its snapshot, its status change), if any; rejected with
+/// [`Error::Conflict`] when the execution has finished (or does not exist).
+fn change_row<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
     let id = entry.event.execution_id.as_str();
     let snapshot = entry.snapshot.as_deref();
     let result = match &entry.change {
@@ -929,27 +977,34 @@ fn append<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
             "execution {id} does not exist or has already finished"
         )));
     }
-    let e = &entry.event;
-    let insert = EventInsert {
-        event: e,
-        node_id: e.node_id.as_deref(),
-        node_type: e.node_type.as_deref(),
-        level: e.level.map(LogLevel::as_str),
-        message: e.message.as_deref(),
-        created_at: DbTime::of(e.created_at),
-    };
-    on_backend!(conn, |c| insert.execute(c))?;
     Ok(())
 }
 
-/// The journal row's `INSERT`, as a statement diesel prepares once and finds by its type.
-///
-/// diesel's own insert of a column tuple walks the tuple twice per row (once to decide that the
-/// statement may be cached, once to bind) and, through the multi-backend connection, has no
-/// static query id at all, so diesel built the SQL text of every insert again just to look the
-/// statement up (a third of the writer thread under load, docs/benchmarks.md). This one only
-/// binds the values; it runs on the concrete connection ([`on_backend!`]).
-struct EventInsert<'a> {
+/// Inserts journal rows, as few statements as possible (up to 64 rows each). Each statement
+/// size is its own statement type, found in diesel's cache by its type.
+fn insert_events(conn: &mut DbConn, events: &[&NewEvent]) -> Result<()> {
+    let rows: Vec<EventRow<'_>> = events.iter().map(|e| EventRow::of(e)).collect();
+    let mut rest = rows.as_slice();
+    while !rest.is_empty() {
+        // The sizes there are statements for: at most four shapes in the cache.
+        let n = [64, 16, 4, 1]
+            .into_iter()
+            .find(|size| *size <= rest.len())
+            .unwrap_or(1);
+        let (now, later) = rest.split_at(n);
+        match n {
+            64 => EventRows::<64>(now).run(conn)?,
+            16 => EventRows::<16>(now).run(conn)?,
+            4 => EventRows::<4>(now).run(conn)?,
+            _ => EventRows::<1>(now).run(conn)?,
+        }
+        rest = later;
+    }
+    Ok(())
+}
+
+/// One journal row's values, borrowed from its [`NewEvent`].
+struct EventRow<'a> {
     event: &'a NewEvent,
     node_id: Option<&'a str>,
     node_type: Option<&'a str>,
@@ -958,10 +1013,41 @@ struct EventInsert<'a> {
     created_at: DbTime,
 }
 
-/// The cache identity of [`EventInsert`].
-struct EventInsertId;
+impl<'a> EventRow<'a> {
+    fn of(event: &'a NewEvent) -> Self {
+        Self {
+            event,
+            node_id: event.node_id.as_deref(),
+            node_type: event.node_type.as_deref(),
+            level: event.level.map(LogLevel::as_str),
+            message: event.message.as_deref(),
+            created_at: DbTime::of(event.created_at),
+        }
+    }
+}
 
-impl<DB> QueryFragment<DB> for EventInsert<'_>
+/// `INSERT` of exactly `N` journal rows, as a statement diesel prepares once and finds by its
+/// type.
+///
+/// diesel's own insert of a column tuple walks the tuple twice per row (once only to decide
+/// that the statement may be cached, once to bind) and, through the multi-backend connection,
+/// has no static query id at all, so diesel built the SQL text of every insert again just to
+/// look the statement up (a third of the writer thread under load, docs/benchmarks.md). This
+/// one only binds the values; it runs on the concrete connection ([`on_backend!`]).
+struct EventRows<'r, 'a, const N: usize>(&'r [EventRow<'a>]);
+
+/// The cache identity of [`EventRows`]`<N>`.
+struct EventRowsId<const N: usize>;
+
+impl<const N: usize> EventRows<'_, '_, N> {
+    fn run(self, conn: &mut DbConn) -> Result<()> {
+        debug_assert_eq!(self.0.len(), N);
+        on_backend!(conn, |c| self.execute(c))?;
+        Ok(())
+    }
+}
+
+impl<DB, const N: usize> QueryFragment<DB> for EventRows<'_, '_, N>
 where
     DB: Backend + HasSqlType<Text> + HasSqlType<BigInt> + HasSqlType<Timestamp>,
     str: ToSql<Text, DB>,
@@ -970,44 +1056,48 @@ where
     for<'x> Option<&'x str>: ToSql<Nullable<Text>, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        let e = self.event;
         out.push_sql(
             "INSERT INTO execution_events \
              (execution_id, seq, kind, node_id, node_type, level, message, data, created_at) \
-             VALUES (",
+             VALUES ",
         );
-        out.push_bind_param::<Text, str>(e.execution_id.as_str())?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, i64>(&e.seq)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, str>(&e.kind)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.node_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.node_type)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.level)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.message)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, str>(&e.data)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Timestamp, _>(&self.created_at)?;
-        out.push_sql(")");
+        for (i, row) in self.0.iter().enumerate() {
+            let e = row.event;
+            out.push_sql(if i == 0 { "(" } else { ", (" });
+            out.push_bind_param::<Text, str>(e.execution_id.as_str())?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, i64>(&e.seq)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(&e.kind)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, _>(&row.node_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, _>(&row.node_type)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, _>(&row.level)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, _>(&row.message)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(&e.data)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Timestamp, _>(&row.created_at)?;
+            out.push_sql(")");
+        }
         Ok(())
     }
 
     fn is_safe_to_cache_prepared(&self, _backend: &DB) -> QueryResult<bool> {
+        // Its text depends on `N` only.
         Ok(true)
     }
 }
 
-impl QueryId for EventInsert<'_> {
-    type QueryId = EventInsertId;
+impl<const N: usize> QueryId for EventRows<'_, '_, N> {
+    type QueryId = EventRowsId<N>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<Conn> RunQueryDsl<Conn> for EventInsert<'_> {}
+impl<Conn, const N: usize> RunQueryDsl<Conn> for EventRows<'_, '_, N> {}
 
 /// [`RowUpdate`] kinds: one per [`RowSet`] variant.
 const SNAPSHOT: u8 = 0;
