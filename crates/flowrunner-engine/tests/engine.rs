@@ -400,16 +400,26 @@ async fn cancel_queued_delayed_and_finished_executions(db: &TestDatabase) -> Tes
     Ok(())
 }
 
-/// A TCP server on 127.0.0.1:0 that accepts connections and never answers.
-fn hanging_server() -> TestResult<String> {
+/// A TCP server on 127.0.0.1:0 that never answers its first `hang` requests and answers every
+/// later one with `200 {"ok": true}`.
+fn hanging_server(hang: usize) -> TestResult<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for mut stream in listener.incoming().flatten() {
-            let mut buf = [0u8; 1024];
+            let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            held.push(stream);
+            if held.len() < hang {
+                held.push(stream);
+                continue;
+            }
+            let body = r#"{"ok": true}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
     Ok(format!("http://{addr}"))
@@ -420,7 +430,7 @@ fn hanging_server() -> TestResult<String> {
 async fn run_hanging_http_call(
     s: &common::Setup,
 ) -> TestResult<(flowrunner_engine::Engine, flowrunner_engine::ExecutionId)> {
-    let base = hanging_server()?;
+    let base = hanging_server(usize::MAX)?;
     let definition = format!(
         "metadata: {{ name: hang }}\nnodes:\n  call:\n    type: http.request\n    params: {{ url: \"{base}/slow\" }}\n    timeout: 60s\n"
     );
@@ -869,31 +879,6 @@ async fn dropping_the_engine_stops_its_executions(db: &TestDatabase) -> TestResu
     Ok(())
 }
 
-/// A TCP server on 127.0.0.1:0 that never answers its first request and answers every later
-/// one with `200 {"ok": true}`.
-fn hang_once_server() -> TestResult<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for mut stream in listener.incoming().flatten() {
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-            if held.is_empty() {
-                held.push(stream);
-                continue;
-            }
-            let body = r#"{"ok": true}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    Ok(format!("http://{addr}"))
-}
-
 /// The snapshots of plain node completions are not stored (docs/executions.md): an execution
 /// stopped after two of them resumes from the stored `started` snapshot moved past both
 /// completions, so neither node runs again and later nodes still see their outputs.
@@ -901,7 +886,7 @@ async fn a_resume_rebuilds_the_snapshot_from_the_completions_after_it(
     db: &TestDatabase,
 ) -> TestResult {
     let s = setup(db).await?;
-    let base = hang_once_server()?;
+    let base = hanging_server(1)?;
     let definition = format!(
         r#"
 metadata: {{ name: rebuilt }}

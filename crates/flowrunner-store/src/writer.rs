@@ -993,10 +993,10 @@ fn insert_events(conn: &mut DbConn, events: &[&NewEvent]) -> Result<()> {
             .unwrap_or(1);
         let (now, later) = rest.split_at(n);
         match n {
-            64 => EventRows::<64>(now).run(conn)?,
-            16 => EventRows::<16>(now).run(conn)?,
-            4 => EventRows::<4>(now).run(conn)?,
-            _ => EventRows::<1>(now).run(conn)?,
+            64 => EventRows::<64>::of(now)?.run(conn)?,
+            16 => EventRows::<16>::of(now)?.run(conn)?,
+            4 => EventRows::<4>::of(now)?.run(conn)?,
+            _ => EventRows::<1>::of(now)?.run(conn)?,
         }
         rest = later;
     }
@@ -1034,14 +1034,22 @@ impl<'a> EventRow<'a> {
 /// has no static query id at all, so diesel built the SQL text of every insert again just to
 /// look the statement up (a third of the writer thread under load, docs/benchmarks.md). This
 /// one only binds the values; it runs on the concrete connection ([`on_backend!`]).
-struct EventRows<'r, 'a, const N: usize>(&'r [EventRow<'a>]);
+struct EventRows<'r, 'a, const N: usize>(&'r [EventRow<'a>; N]);
 
 /// The cache identity of [`EventRows`]`<N>`.
 struct EventRowsId<const N: usize>;
 
-impl<const N: usize> EventRows<'_, '_, N> {
+impl<'r, 'a, const N: usize> EventRows<'r, 'a, N> {
+    /// The statement for `rows`, which must be exactly `N`.
+    fn of(rows: &'r [EventRow<'a>]) -> Result<Self> {
+        rows.try_into().map(Self).map_err(|_| {
+            Error::Database(
+                format!("journal writer: {} rows for a {N}-row insert", rows.len()).into(),
+            )
+        })
+    }
+
     fn run(self, conn: &mut DbConn) -> Result<()> {
-        debug_assert_eq!(self.0.len(), N);
         on_backend!(conn, |c| self.execute(c))?;
         Ok(())
     }
