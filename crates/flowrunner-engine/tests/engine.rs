@@ -879,13 +879,17 @@ async fn dropping_the_engine_stops_its_executions(db: &TestDatabase) -> TestResu
     Ok(())
 }
 
-/// The snapshots of plain node completions are not stored (docs/executions.md): an execution
-/// stopped after two of them resumes from the stored `started` snapshot moved past both
-/// completions, so neither node runs again and later nodes still see their outputs.
+/// The snapshots of plain node completions are not stored (docs/executions.md); that of a node
+/// that read a secret for the first time is. An execution stopped after such a node and one
+/// more resumes from the stored snapshot moved past the later completion: no node runs again,
+/// later nodes see the earlier outputs, and the secret stays redacted.
 async fn a_resume_rebuilds_the_snapshot_from_the_completions_after_it(
     db: &TestDatabase,
 ) -> TestResult {
     let s = setup(db).await?;
+    s.store
+        .put_secret(&s.alice.id, "api_key", "s3cr3t-value")
+        .await?;
     let base = hanging_server(1)?;
     let definition = format!(
         r#"
@@ -894,11 +898,15 @@ inputs:
   name: {{ type: string, required: true }}
 start: one
 nodes:
-  one: {{ type: transform, params: {{ value: "hi {{{{ input.name }}}}" }}, next: check }}
+  one: {{ type: transform, params: {{ value: "hi {{{{ input.name }}}}" }}, next: keyed }}
+  keyed: {{ type: transform, params: {{ value: "key={{{{ secrets.api_key }}}}" }}, next: check }}
   check: {{ type: condition, params: {{ if: "input.name == 'ann'" }}, next: {{ "true": call, "false": two }} }}
   two: {{ type: transform, params: {{ value: "wrong branch" }} }}
   call: {{ type: http.request, params: {{ url: "{base}/call" }}, timeout: 60s, next: last }}
-  last: {{ type: transform, params: {{ value: {{ one: "{{{{ nodes.one.output }}}}", ok: "{{{{ nodes.call.output.body.ok }}}}" }} }} }}
+  last:
+    type: transform
+    params:
+      value: {{ one: "{{{{ nodes.one.output }}}}", keyed: "{{{{ nodes.keyed.output }}}}", ok: "{{{{ nodes.call.output.body.ok }}}}", again: "{{{{ secrets.api_key }}}}" }}
 "#
     );
     let f = flow(&s.store, &s.alice, &definition).await?;
@@ -911,29 +919,35 @@ nodes:
             .any(|e| e.kind == "node_started" && e.node_id.as_deref() == Some("call"))
     })
     .await?;
-    // The stored snapshot is the one taken at the start: the two completions carry none.
+    // The stored snapshot is the one of `keyed`, the node that read the secret: the
+    // completions of `one` and `check` carry none.
     let stored = s
         .store
         .get_execution(&id, Scope::All)
         .await?
         .ok_or("stored")?;
     let snapshot = stored.snapshot.ok_or("a snapshot")?;
-    assert_eq!(snapshot["steps"], 0, "{snapshot}");
-    assert_eq!(snapshot["next_node"], "one", "{snapshot}");
+    assert_eq!(snapshot["steps"], 2, "{snapshot}");
+    assert_eq!(snapshot["next_node"], "check", "{snapshot}");
+    assert_eq!(snapshot["secret_keys"], json!(["api_key"]), "{snapshot}");
     first.shutdown().await;
 
     let second = engine(&s.store, config()).await?;
     let done = finished(&second, &id, Duration::from_secs(20)).await?;
     assert_eq!(done.status, ExecutionStatus::Completed, "{done:?}");
-    assert_eq!(done.result, Some(json!({"one": "hi ann", "ok": true})));
+    assert_eq!(
+        done.result,
+        Some(json!({"one": "hi ann", "keyed": "key=***", "ok": true, "again": "***"}))
+    );
     let events = history(&second, &id).await?;
     assert_journal(&events);
+    assert!(!format!("{done:?} {events:?}").contains("s3cr3t-value"));
     let completed: Vec<&str> = events
         .iter()
         .filter(|e| e.kind == "node_completed")
         .filter_map(|e| e.node_id.as_deref())
         .collect();
-    assert_eq!(completed, ["one", "check", "call", "last"]);
+    assert_eq!(completed, ["one", "keyed", "check", "call", "last"]);
     let resumed = events
         .iter()
         .find(|e| e.kind == "resumed")
