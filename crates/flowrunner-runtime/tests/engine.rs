@@ -963,7 +963,7 @@ nodes:
 
 /// `Snapshot::advance` rebuilds, from the previous snapshot and the entries recorded after it,
 /// every snapshot the runtime gives with a node completion that read no new secret: branches,
-/// log lines, a retried node and an error edge in between. Snapshots it cannot rebuild (a new
+/// log lines, a delay's checkpoint, a retried node and an error edge in between. Snapshots it cannot rebuild (a new
 /// secret read) differ in their secret keys, as its documentation says.
 #[tokio::test]
 async fn snapshots_of_node_completions_are_rebuilt_from_the_entries() {
@@ -976,6 +976,10 @@ nodes:
   first:
     type: transform
     params: { value: { n: "{{ input.n }}" } }
+    next: pause
+  pause:
+    type: delay
+    params: { duration: 1ms }
     next: check
   check:
     type: condition
@@ -1033,14 +1037,21 @@ nodes:
         }
         rebuilt = Some(snapshot);
     }
-    // `recover` read the secret: its snapshot is the one that must be stored as given.
-    assert_eq!(checked, ["first", "check", "big", "last"]);
+    // `recover` read the secret: its snapshot is the one that must be stored as given. `pause`
+    // is rebuilt from its checkpoint's snapshot (taken while it ran, with the step it counts).
+    assert_eq!(checked, ["first", "pause", "check", "big", "last"]);
+    assert!(
+        journal
+            .events()
+            .iter()
+            .any(|e| e.kind.name() == "node_checkpoint")
+    );
     assert_eq!(grew, 1);
 
     // Entries of another execution, from before the snapshot or naming unknown nodes are
     // refused.
     let (event, snapshot) = completion_of(&journal, "check");
-    let mut before = completion_of(&journal, "first").1;
+    let mut before = completion_of(&journal, "pause").1;
     let err = |mut base: Snapshot, event: &Event| {
         base.advance(&flow, event).expect_err("refused").to_string()
     };
