@@ -15,7 +15,7 @@ use flowrunner_runtime::{
 };
 use flowrunner_store::{
     Backend, ClaimScope, EventFilter, ExecutionEvent, ExecutionFilter, ExecutionRecord,
-    JournalEntry, JournalWriter, NewExecution, Scope, Store, WriterConfig, WriterStats,
+    JournalEntry, JournalWriter, NewExecution, RowChange, Scope, Store, WriterConfig, WriterStats,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,6 @@ use crate::error::{Error, Result};
 use crate::journal::{Committed, StoreJournal, convert, row_change};
 use crate::types::{
     LiveEvents, LogLine, RunRequest, StoredEvent, Submitted, SubscriberState, Watch,
-    terminal_status,
 };
 
 /// How often an execution whose journal failed is retried before it is marked failed.
@@ -209,38 +208,37 @@ struct Ended {
 }
 
 impl Ended {
-    /// Brings `record` (as created) to its stored final state, as the terminal entry's row
-    /// change wrote it; `false` when that cannot be known here (the start was not seen), and
-    /// the row must be read instead. The snapshot is not carried over (it is left `None`).
+    /// Brings `record` (as created) to its stored final state: the terminal entry's row change
+    /// ([`row_change`], what the writer stored with it); `false` when that cannot be known here
+    /// (the start was not seen, or the entry does not read back as a terminal event), and the
+    /// row must be read instead. The snapshot is not carried over (it is left `None`).
     fn apply(&self, record: &mut ExecutionRecord) -> bool {
         let Some(started_at) = self.started_at.or(record.started_at) else {
             return false;
         };
-        let terminal = &self.terminal;
-        let Some(status) = terminal_status(&terminal.kind) else {
+        let Ok(event) = serde_json::from_value::<Event>(self.terminal.data.clone()) else {
             return false;
         };
-        let text = |field: &str| {
-            terminal
-                .data
-                .get(field)
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
+        let RowChange::Finish {
+            status,
+            result,
+            error,
+            error_node,
+            ..
+        } = row_change(&event, "", Duration::ZERO)
+        else {
+            return false;
         };
         record.status = status;
-        record.result = match status {
-            ExecutionStatus::Completed => terminal.data.get("result").cloned(),
-            _ => None,
-        };
-        (record.error, record.error_node) = match status {
-            ExecutionStatus::Failed => (text("error"), text("node_id")),
-            _ => (None, None),
-        };
+        record.result = result;
+        record.error = error;
+        record.error_node = error_node;
         record.snapshot = None;
         record.owner = None;
         record.lease_until = None;
         record.started_at = Some(started_at);
-        record.completed_at = Some(terminal.timestamp);
+        // The stored precision (the event's own timestamp has nanoseconds).
+        record.completed_at = Some(self.terminal.timestamp);
         true
     }
 }
@@ -970,19 +968,13 @@ impl Inner {
             .list_execution_events(&snapshot.execution_id, filter, i64::MAX, 0)
             .await?;
         for stored in completions {
-            let event = stored
-                .data
-                .map(serde_json::from_value::<Event>)
-                .transpose()
-                .map_err(|e| {
-                    Error::Runtime(format!("unreadable journal entry {}: {e}", stored.seq))
-                })?
-                .ok_or_else(|| {
-                    Error::Runtime(format!("journal entry {} has no data", stored.seq))
-                })?;
-            snapshot
-                .advance(flow, &event)
-                .map_err(|e| Error::Runtime(e.to_string()))?;
+            let data = stored.data.ok_or_else(|| {
+                Error::Runtime(format!("journal entry {} has no data", stored.seq))
+            })?;
+            let event: Event = serde_json::from_value(data).map_err(|e| {
+                Error::Runtime(format!("unreadable journal entry {}: {e}", stored.seq))
+            })?;
+            snapshot.advance(flow, &event)?;
         }
         Ok(())
     }

@@ -229,6 +229,21 @@ impl StoreJournal {
         }
     }
 
+    /// Whether `snapshot`, given with `event`, is stored (and then remembered as the last
+    /// stored one). A node completion's snapshot is not, unless the node read a new secret: on
+    /// resume it is rebuilt from the last stored one and the completions after it
+    /// ([`Snapshot::advance`]); storing it rewrote the execution row with every output so far.
+    fn must_store(&self, event: &Event, snapshot: &Snapshot) -> bool {
+        let keys = snapshot.secret_keys.len();
+        let derivable = matches!(event.kind, EventKind::NodeCompleted { .. })
+            && snapshot.in_flight.is_none()
+            && keys == self.stored_secret_keys.load(Ordering::Acquire);
+        if !derivable {
+            self.stored_secret_keys.store(keys, Ordering::Release);
+        }
+        !derivable
+    }
+
     async fn record_inner(
         &self,
         event: &Event,
@@ -250,21 +265,8 @@ impl StoreJournal {
                 EventKind::NodeCompleted { .. } => snapshot.next_node.is_some(),
                 _ => true,
             });
-        // A node completion's snapshot is rebuilt on resume from the last stored one and the
-        // completions after it (`Snapshot::advance`), unless the node read a new secret: only
-        // the others are stored (each stored one rewrote the execution row with every output
-        // so far).
-        let snapshot = snapshot.filter(|snapshot| {
-            let derivable = matches!(event.kind, EventKind::NodeCompleted { .. })
-                && snapshot.in_flight.is_none()
-                && snapshot.secret_keys.len() == self.stored_secret_keys.load(Ordering::Acquire);
-            if !derivable {
-                self.stored_secret_keys
-                    .store(snapshot.secret_keys.len(), Ordering::Release);
-            }
-            !derivable
-        });
         let snapshot = snapshot
+            .filter(|snapshot| self.must_store(event, snapshot))
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| JournalError::new(format!("cannot encode snapshot: {e}")))?;

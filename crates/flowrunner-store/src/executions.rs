@@ -195,7 +195,7 @@ pub(crate) fn create_in(
         executions::created_at.eq(DbTime::of(now)),
     );
     // On the concrete connection: through the multi-backend one, diesel builds the SQL text
-    // of every insert again to find its prepared statement (see `writer::append`).
+    // of every insert again to find its prepared statement (see `writer::EventRows`).
     on_backend!(conn, |c| diesel::insert_into(executions::table)
         .values(row)
         .execute(c))?;

@@ -723,7 +723,7 @@ impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
             return Attempt::BatchFailed(err);
         }
         let mut outputs = Vec::with_capacity(batch.len());
-        let mut rows: Vec<&NewEvent> = Vec::new();
+        let mut rows: Vec<EventRow<'_>> = Vec::new();
         for (index, op) in batch.iter().enumerate() {
             if failed.get(index).is_some_and(Option::is_some) {
                 outputs.push(Output::Unit);
@@ -735,7 +735,7 @@ impl<P, F: FnMut(Vec<P>)> Worker<P, F> {
                         rollback(&mut self.conn);
                         return Attempt::MessageFailed(index, err);
                     }
-                    rows.push(&entry.event);
+                    rows.push(EventRow::of(&entry.event));
                     outputs.push(Output::Unit);
                     continue;
                 }
@@ -982,25 +982,26 @@ fn change_row<P>(conn: &mut DbConn, entry: &JournalEntry<P>) -> Result<()> {
 
 /// Inserts journal rows, as few statements as possible (up to 64 rows each). Each statement
 /// size is its own statement type, found in diesel's cache by its type.
-fn insert_events(conn: &mut DbConn, events: &[&NewEvent]) -> Result<()> {
-    let rows: Vec<EventRow<'_>> = events.iter().map(|e| EventRow::of(e)).collect();
-    let mut rest = rows.as_slice();
-    while !rest.is_empty() {
-        // The sizes there are statements for: at most four shapes in the cache.
-        let n = [64, 16, 4, 1]
-            .into_iter()
-            .find(|size| *size <= rest.len())
-            .unwrap_or(1);
-        let (now, later) = rest.split_at(n);
-        match n {
-            64 => EventRows::<64>::of(now)?.run(conn)?,
-            16 => EventRows::<16>::of(now)?.run(conn)?,
-            4 => EventRows::<4>::of(now)?.run(conn)?,
-            _ => EventRows::<1>::of(now)?.run(conn)?,
-        }
-        rest = later;
+fn insert_events(conn: &mut DbConn, rows: &[EventRow<'_>]) -> Result<()> {
+    let mut rest = rows;
+    // The sizes there are statements for: at most four shapes in the cache.
+    loop {
+        rest = if let Some((now, later)) = rest.split_first_chunk::<64>() {
+            EventRows(now).run(conn)?;
+            later
+        } else if let Some((now, later)) = rest.split_first_chunk::<16>() {
+            EventRows(now).run(conn)?;
+            later
+        } else if let Some((now, later)) = rest.split_first_chunk::<4>() {
+            EventRows(now).run(conn)?;
+            later
+        } else if let Some((now, later)) = rest.split_first_chunk::<1>() {
+            EventRows(now).run(conn)?;
+            later
+        } else {
+            return Ok(());
+        };
     }
-    Ok(())
 }
 
 /// One journal row's values, borrowed from its [`NewEvent`].
@@ -1039,16 +1040,7 @@ struct EventRows<'r, 'a, const N: usize>(&'r [EventRow<'a>; N]);
 /// The cache identity of [`EventRows`]`<N>`.
 struct EventRowsId<const N: usize>;
 
-impl<'r, 'a, const N: usize> EventRows<'r, 'a, N> {
-    /// The statement for `rows`, which must be exactly `N`.
-    fn of(rows: &'r [EventRow<'a>]) -> Result<Self> {
-        rows.try_into().map(Self).map_err(|_| {
-            Error::Database(
-                format!("journal writer: {} rows for a {N}-row insert", rows.len()).into(),
-            )
-        })
-    }
-
+impl<const N: usize> EventRows<'_, '_, N> {
     fn run(self, conn: &mut DbConn) -> Result<()> {
         on_backend!(conn, |c| self.execute(c))?;
         Ok(())
